@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install the verifier and its test tools into the active Python environment (a venv is recommended).
+# torch: when absent, install the 2.13.0 CPU build first (users with GPUs bring their own CUDA build;
+# pyproject accepts any torch >= 2.1, < 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+"$PY" -m pip install --quiet -e ".[test]"

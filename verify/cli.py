@@ -1,0 +1,249 @@
+"""The ``verify`` command line (architecture.md, "CLI contract").
+
+Exit codes: 0 all verified; 1 a claim refuted, errored, or regressed; 2 bad usage or bad input;
+3 only inconclusive.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from theory.errors import InputError
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_OUT = Path("reports/latest")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str):  # noqa: D401
+        raise InputError(f"{self.prog}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# value parsers (user strings are data: parsed, never evaluated)
+# ---------------------------------------------------------------------------------------------------
+def _int_or_inf(text: str):
+    if text.lower() in ("inf", "infinity"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'inf', got {text!r}") from None
+    return value
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)  # numbers, lists, true/false/null; never eval
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when present else cpu; asking for cuda without CUDA is bad input."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _progress_printer():
+    quiet = os.environ.get("CI") == "true"
+    return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    from verify.registry import all_claims
+
+    claims = all_claims(args.paper)
+    if args.json:
+        print(json.dumps([{"id": c.id, "paper": c.paper, "location": c.location, "provenance": c.provenance,
+                           "statement": c.statement} for c in claims], indent=2))
+        return 0
+    width = max(len(c.id) for c in claims)
+    for c in claims:
+        print(f"{c.id:<{width}}  {c.paper:<9}  {c.provenance:<8}  {c.location}: {c.statement}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from verify.registry import get
+    from verify.runner import jsonable
+
+    claim = get(args.id)
+    print(f"{claim.id}  [{claim.paper}, {claim.location}, provenance: {claim.provenance}]")
+    print(f"statement:   {claim.statement}")
+    print(f"formula:     {claim.latex}")
+    print(f"prediction:  {claim.formula}")
+    print("assumptions: " + "; ".join(a.text for a in claim.assumptions))
+    print(f"params:      {json.dumps(jsonable(claim.params))}")
+    for budget in ("quick", "full"):
+        configs = claim.sweep(budget)
+        print(f"sweep[{budget}]: {len(configs)} configs, e.g. {json.dumps(configs[0]) if configs else '-'}")
+    last = args.out / "report.json"
+    if last.exists():
+        from verify.report import load_report
+
+        for r in load_report(last)["claims"]:
+            if r["id"] == claim.id:
+                print(f"last evidence ({last}): {r['verdict']} — {r['summary']}")
+                print(json.dumps(r["evidence"], indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from verify.registry import RunContext, select
+    from verify.report import build_report, exit_code, run_metadata, write_report
+    from verify.runner import run_claims
+
+    if args.workers is not None or args.scheduler is not None:
+        raise InputError("--workers/--scheduler need the distributed runner, which is not available in "
+                         "this version; run without them")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    torch.set_float32_matmul_precision("highest")
+    claims = select(args.ids)
+    ctx = RunContext(device=resolve_device(args.device), budget=args.budget, seed=args.seed,
+                     figure_dir=args.out / "figures", progress=_progress_printer())
+    start = time.perf_counter()
+    results = run_claims(claims, ctx, args.out, overrides=dict(args.set or []), resume=args.resume)
+    report = build_report(results, run_metadata(ctx, time.perf_counter() - start, sys.argv[1:]))
+    write_report(report, args.out)
+    width = max(len(r["id"]) for r in results)
+    for r in results:
+        print(f"{r['id']:<{width}}  {r['verdict']:<12}  {r['summary']}")
+    print(f"wrote {args.out}/report.json, report.md, junit.xml ({report['run']['wall_time_s']} s)")
+    return exit_code(results)
+
+
+def cmd_simulate(args) -> int:
+    from verify.simulate import simulate_softmax_command
+
+    return simulate_softmax_command(args)
+
+
+def cmd_diff(args) -> int:
+    from verify.diff import diff_reports
+    from verify.report import load_report
+
+    regressions, notes = diff_reports(load_report(args.base), load_report(args.new), args.rtol, args.atol)
+    for line in notes:
+        print(f"note: {line}")
+    for line in regressions:
+        print(f"REGRESSION: {line}")
+    print(f"{len(regressions)} regression(s) against {args.base}")
+    return 1 if regressions else 0
+
+
+# ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="verify", description="Symbolic-numeric verifier for in-context learning theorems. "
+                     "Exit codes: 0 all verified, 1 refuted/error/regression, 2 bad input, 3 only inconclusive.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="the claims catalogue")
+    p.add_argument("--paper", choices=None, help="softmax or landscape")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="one claim: statement, formula, assumptions, sweep, last evidence")
+    p.add_argument("id")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder to read the last evidence from")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="run claims (ids or shell globs; all when none) and write reports")
+    p.add_argument("ids", nargs="*", metavar="ID|GLOB")
+    p.add_argument("--budget", choices=("quick", "full"), default="quick")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--set", type=_override, action="append", metavar="KEY=VALUE",
+                   help="override a config field in every swept config (checked against the claim's assumptions)")
+    p.add_argument("--resume", action="store_true", help="reuse checkpoints of finished claims in --out")
+    p.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scheduler", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("simulate", help="raw trajectories")
+    sim = p.add_subparsers(dest="model", required=True, parser_class=_Parser)
+    s = sim.add_parser("softmax", help="softmax attention dynamics (Huang, Cheng & Liang)")
+    s.add_argument("--K", type=int, default=5, help="number of features")
+    s.add_argument("--d", type=int, default=None, help="embedding dimension (default K)")
+    s.add_argument("--N", type=_int_or_inf, default=None, help="prompt length, an integer or inf (default inf)")
+    group = s.add_mutually_exclusive_group()
+    group.add_argument("--p", type=_float_list, default=None, help="feature probabilities, comma-separated")
+    group.add_argument("--dominant", type=_finite_float, default=None, metavar="C", help="p_1 = C, rest equal")
+    s.add_argument("--eta", type=_finite_float, default=1.0)
+    s.add_argument("--steps", type=int, default=500)
+    s.add_argument("--log-every", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch", type=int, default=512, help="prompts per step (full model)")
+    mode = s.add_mutually_exclusive_group()
+    mode.add_argument("--reduced", dest="full", action="store_false", help="exact reduced dynamics (default)")
+    mode.add_argument("--full", dest="full", action="store_true", help="full model on sampled prompts")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--out", type=Path, default=None, help="FILE.json or FILE.npz (default: JSON on stdout)")
+    s.set_defaults(func=cmd_simulate, full=False)
+
+    p = sub.add_parser("diff", help="regressions between two reports")
+    p.add_argument("base", type=Path)
+    p.add_argument("new", type=Path)
+    p.add_argument("--rtol", type=float, default=1e-6)
+    p.add_argument("--atol", type=float, default=1e-9)
+    p.set_defaults(func=cmd_diff)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``verify`` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except InputError as exc:
+        print(f"verify: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("verify: interrupted; finished claims are checkpointed (rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,8 +3,11 @@ matches N = infinity, and the loss floors at the order of (1 - p_k)^N (spec 2, 5
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
-from verify.claims.softmax_common import (BASE_ASSUMPTIONS, PAPER, balanced, is_balanced, run_sims, slope_outcome)
+from verify.claims.softmax_common import (BASE_ASSUMPTIONS, PAPER, balanced, crossing_steps, is_balanced, run_sims,
+                                          slope_outcome)
+from verify.fits import loglog_fit
 from verify.figures import trajectory_figure
 from verify.registry import Assumption, Claim, register
 from verify.verdicts import Outcome, Verdict
@@ -15,7 +18,7 @@ finite_N = Assumption("finite N", lambda c: c.get("N") is not None)
 
 
 def _tracks_sweep(budget: str) -> list[dict]:
-    seeds = 6 if budget == "quick" else 16
+    seeds = 16 if budget == "quick" else 48
     base = dict(N=12, d=5, steps=60, log_every=5)
     return [balanced(3, model="reduced", **base)] + [
         balanced(3, model="full", batch=1024 if budget == "quick" else 4096, seed_offset=s, **base) for s in range(seeds)]
@@ -33,16 +36,18 @@ def _judge_tracks(configs, rows, params, ctx) -> Outcome:
     se = full.std(0, ddof=1) / np.sqrt(full.shape[0])  # (T, K)
     z = np.abs(mean[1:] - reference[1:]) / se[1:]  # skip t = 0 where both are exactly 0
     worst = float(z.max())
+    # Student t with S-1 dof (the SE is itself estimated from S seeds), Bonferroni over every (t, k) point
+    limit = float(stats.t.ppf(1 - params["alpha"] / (2 * z.size), full.shape[0] - 1))
     t = rows[0]["t"]
     figures = trajectory_figure(ctx.figure_dir, "full_vs_reduced", "full model vs exact reduced dynamics (N=12)", [
         {"t": t, "series": {"reduced A_1": reference[:, 0], "full A_1 (seed mean)": mean[:, 0]},
          "ylabel": "A_1"}])
     evidence = {"max_z": worst, "max_abs_difference": float(np.abs(mean - reference).max()),
                 "max_standard_error": float(se.max()), "seeds": full.shape[0], "points": int(z.size)}
-    ok = worst <= params["z_max"]
+    ok = worst <= limit
     return Outcome(Verdict.VERIFIED if ok else Verdict.REFUTED,
-                   f"full-model A_k (mean of {full.shape[0]} seeds) vs exact reduced: max |z| {worst:.2f} over "
-                   f"{z.size} points (limit {params['z_max']})", evidence, params["z_max"], params["z_max"] - worst,
+                   f"full-model A_k (mean of {full.shape[0]} seeds) vs exact reduced: max |t| {worst:.2f} over "
+                   f"{z.size} points (limit {limit:.2f})", evidence, limit, limit - worst,
                    None if ok else {"config": configs[1], **evidence}, figures)
 
 
@@ -53,19 +58,20 @@ FULL_TRACKS_REDUCED = register(Claim(
               "within sampling error.",
     latex=r"\mathbb{E}[v_k^\top Q_t v_k] = A_k(t)", formula="sims.softmax_icl.simulate_reduced (exact enumeration)",
     assumptions=BASE_ASSUMPTIONS + (finite_N,), sweep=_tracks_sweep, measure=_measure_tracks, judge=_judge_tracks,
-    # Bonferroni over ~40 (t, k) points at two-sided alpha = 1e-3 gives |z| <= 4.1; SGD-vs-GD bias is O(eta^2/batch)
-    params={"z_max": 4.1},
+    # family-wise false-alarm rate 1e-3; the SGD-vs-GD bias is O(eta^2 / batch), far below the standard error
+    params={"alpha": 1e-3},
 ))
 
 
 def _large_n_sweep(budget: str) -> list[dict]:
     steps = 400 if budget == "quick" else 1500
-    Ns = (None, 200) if budget == "quick" else (None, 200, 400)
+    Ns = (None, 200, 400) if budget == "quick" else (None, 200, 400, 800)
     return [balanced(10, steps, N=N, log_every=10) for N in Ns]
 
 
 def _measure_loss(configs, ctx) -> list[dict]:
-    return [{"loss": tr.loss.tolist(), "t": tr.t.tolist()} for tr in run_sims(configs, ctx)]
+    return [{"loss": tr.loss.tolist(), "t": tr.t.tolist(), "phase_I_end": crossing_steps(tr, 0, attn_level=0.5)}
+            for tr in run_sims(configs, ctx)]
 
 
 def _judge_large_n(configs, rows, params, ctx) -> Outcome:
@@ -74,23 +80,28 @@ def _judge_large_n(configs, rows, params, ctx) -> Outcome:
     for cfg, row in zip(configs[1:], rows[1:]):
         rel = float(np.max(np.abs(np.asarray(row["loss"]) - ref) / ref))
         evidence[f"N={cfg['N']}: max relative loss difference"] = rel
+        evidence[f"N={cfg['N']}: phase-I end (steps; N=inf {rows[0]['phase_I_end']:.1f})"] = row["phase_I_end"]
         if rel >= worst:
             worst, worst_cfg = rel, cfg
+    deviations = [evidence[f"N={c['N']}: max relative loss difference"] for c in configs[1:]]
+    evidence["log-log slope of the deviation in N (1/N decay: -1)"] = loglog_fit([c["N"] for c in configs[1:]],
+                                                                                  deviations).slope
     tol = params["relative_tolerance"]
     figures = trajectory_figure(ctx.figure_dir, "large_N_vs_infinite", "loss: finite N vs N = infinity", [
         {"t": rows[0]["t"], "series": {f"N={c['N'] or 'inf'}": r["loss"] for c, r in zip(configs, rows)},
          "ylabel": "total loss", "logy": True}])
     ok = worst <= tol
     return Outcome(Verdict.VERIFIED if ok else Verdict.REFUTED,
-                   f"K=10: loss at N >= 200 within {worst:.2%} of N = infinity over the run (tol {tol:.0%})",
+                   f"K=10: loss at N >= 200 within {worst:.2%} of N = infinity over the run (tol {tol:.0%}); "
+                   f"deviation decays with slope {evidence['log-log slope of the deviation in N (1/N decay: -1)']:.2f} in N",
                    evidence, tol, tol - worst, None if ok else {"config": worst_cfg, "max_relative_difference": worst},
                    figures, tracked={"max_relative_difference": worst})
 
 
 LARGE_N = register(Claim(
     id="softmax.finite-N.matches-infinite", paper=PAPER, location="spec 5", provenance="derived",
-    statement="For K = 10, loss trajectories at N >= 200 match the N = infinity dynamics (relative difference "
-              "within 2% while the loss is above its finite-N floor).",
+    statement="For K = 10, loss trajectories at N >= 200 match the N = infinity dynamics (our criterion for "
+              "'match': relative loss difference within 2% over the run); the deviation's decay in N is reported.",
     latex=r"L_N(t) \approx L_\infty(t),\ N \ge 200", formula="sims.softmax_icl.simulate_reduced",
     assumptions=BASE_ASSUMPTIONS + (is_balanced,), sweep=_large_n_sweep, measure=_measure_loss,
     judge=_judge_large_n, params={"relative_tolerance": 0.02},

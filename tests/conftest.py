@@ -5,6 +5,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 torch.set_float32_matmul_precision("highest")
+torch.set_num_threads(1)  # many small ops: threads cost more than they gain (see verify.cli.resolve_device)
 
 settings.register_profile(
     "ci", max_examples=8, deadline=None, derandomize=True,

@@ -73,12 +73,22 @@ def _override(text: str) -> tuple[str, object]:
     return key, value
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when present else cpu; asking for cuda without CUDA is bad input."""
+def resolve_device(name: str, threads: int | None = None) -> torch.device:
+    """auto -> cuda when present else cpu; asking for cuda without CUDA is bad input.
+
+    On the CPU, torch uses ``threads`` intra-op threads (default 1, or $VERIFY_THREADS): the dynamics
+    are many small tensor ops, for which intra-op threading costs more than it gains (measured 5-20x
+    slower with 2 threads on a loaded 2-core machine); parallelism across claims comes from --workers.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda requested but no CUDA device is available")
+    if name == "cpu":
+        threads = threads or int(os.environ.get("VERIFY_THREADS", "1"))
+        if threads < 1:
+            raise InputError(f"thread count must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     return torch.device(name)
 
 
@@ -160,6 +170,31 @@ def cmd_simulate(args) -> int:
     return simulate_softmax_command(args)
 
 
+def cmd_baseline(args) -> int:
+    """Regenerate the committed CI baseline: the quick catalogue on the CPU, float64, seed 0."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        code = main(["run", "--budget", "quick", "--device", "cpu", "--seed", "0", "--out", tmp])
+        if code not in (0, 1, 3):
+            return code
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "report.json", args.out)
+    print(f"wrote baseline {args.out}; commit it together with the change that moved it")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from verify.bench import format_table, run_bench
+
+    torch.set_float32_matmul_precision("highest")
+    results = run_bench(resolve_device(args.device), args.out)
+    print(format_table(results))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_diff(args) -> int:
     from verify.diff import diff_reports
     from verify.report import load_report
@@ -222,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.add_argument("--out", type=Path, default=None, help="FILE.json or FILE.npz (default: JSON on stdout)")
     s.set_defaults(func=cmd_simulate, full=False)
+
+    p = sub.add_parser("bench", help="performance figures, measured side by side on this device")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", type=Path, default=Path("reports/bench.json"))
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("baseline", help="regenerate reports/baseline.json (quick budget, CPU, float64, seed 0)")
+    p.add_argument("--out", type=Path, default=Path("reports/baseline.json"))
+    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("diff", help="regressions between two reports")
     p.add_argument("base", type=Path)

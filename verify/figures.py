@@ -1,6 +1,7 @@
 """Figures for reports: trajectories with predicted boundaries, and log-log fits (matplotlib, Agg)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,8 +21,10 @@ def _save(fig, figure_dir: Path | None, name: str) -> list[str]:
     figure_dir = Path(figure_dir)
     figure_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(figure_dir / f"{name}.png", dpi=110)
+    tmp = figure_dir / f".{name}.tmp.png"
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, figure_dir / f"{name}.png")  # atomic: a reader never sees half a figure
     return [f"figures/{name}.png"]
 
 

@@ -28,7 +28,7 @@ def _closed_form_figure(ctx, name, title, configs, rows, k=0):
     """Up to three panels: the simulated target attention with the closed-form t(a) drawn over it."""
     panels = []
     for cfg, row in list(zip(configs, rows))[:3]:
-        grid = np.linspace(row["curve"]["attn"][0], 0.97, 200)
+        grid = np.linspace(row["curve"]["attn"][0], max(row["curve"]["attn"]), 200)[:-1]
         t_pred = [closed_form_time(cfg, k, attn_level=a) for a in grid]
         panels.append({"t": row["curve"]["t"], "series": {f"Attn_{k}{k} (simulated)": row["curve"]["attn"]},
                        "predicted": {"closed form t(a)": (t_pred, grid)},

@@ -1,0 +1,138 @@
+"""``verify bench``: performance figures measured side by side in one run, on the device it runs on.
+
+Every figure is a ratio or a rate measured in this process: batched vs one-by-one sweeps, achieved
+FLOP/s of the full-model step vs a plain matmul timed in the same run, closed-form kernels vs Monte
+Carlo at equal accuracy, time per step as the particle count grows (fitted exponent), and peak memory.
+Absolute times hold only for the named device.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sims.softmax_icl import SoftmaxConfig, simulate_full, simulate_reduced
+from theory import gaussian
+from verify import atomic
+from verify.report import device_name
+
+__all__ = ["run_bench", "softmax_sweep", "full_model_flops", "kernel_vs_monte_carlo", "format_table"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
+    """Best wall time of ``repeats`` calls (after one warm-up call), seconds."""
+    fn()
+    _sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def softmax_sweep(device: torch.device, C: int = 64, steps: int = 400, K: int = 10) -> dict:
+    """C configs (different eta and dominant c) in one batched reduced run vs the same C one by one."""
+    configs = [SoftmaxConfig.dominant(K, 0.3 + 0.4 * i / (C - 1), eta=0.5 + 1.5 * (i % 8) / 7, steps=steps,
+                                      log_every=10) for i in range(C)]
+    batched = _timed(lambda: simulate_reduced(configs, device=device), device, repeats=2)
+    single = _timed(lambda: [simulate_reduced([c], device=device) for c in configs], device, repeats=1)
+    return {"configs": C, "K": K, "steps": steps, "batched_s": batched, "one_by_one_s": single,
+            "speedup": single / batched, "config_steps_per_s": C * steps / batched}
+
+
+def full_model_flops(device: torch.device, C: int = 16, batch: int = 1024, N: int = 64, K: int = 16,
+                     steps: int = 20) -> dict:
+    """Achieved FLOP/s of the full-model step against a plain matmul of comparable size, same run.
+
+    FLOPs of a step are counted analytically for the useful work: per token, forward score gather,
+    softmax (exp, sum, divide: 3), weighted label sum (2), and the backward (6) — 11 per token — plus
+    the two (d x d x K) products of V^T Q V and V G^T V^T.  The comparison matmul multiplies a
+    (C*batch, N) by an (N, N) matrix, the token tensor's shape.
+    """
+    cfgs = [SoftmaxConfig.balanced(K, d=K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
+    step_s = _timed(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
+    flops = C * (11.0 * batch * N + 4.0 * 2 * K ** 3)
+    a = torch.randn(C * batch, N, device=device, dtype=torch.float64)
+    b = torch.randn(N, N, device=device, dtype=torch.float64)
+    mm_s = _timed(lambda: a @ b, device, repeats=5)
+    mm_flops = 2.0 * C * batch * N * N
+    return {"configs": C, "batch": batch, "N": N, "K": K, "step_s": step_s, "step_gflops": flops / step_s / 1e9,
+            "matmul_gflops": mm_flops / mm_s / 1e9, "fraction_of_matmul": (flops / step_s) / (mm_flops / mm_s)}
+
+
+def kernel_vs_monte_carlo(device: torch.device, M: int = 256, d: int = 20, target: float = 0.01) -> dict:
+    """Closed-form erf kernel (M x M) vs Monte Carlo with just enough samples for ``target`` accuracy.
+
+    Accuracy is the RMS error of the kernel entries relative to their RMS size; the Monte Carlo sample
+    count is doubled until it reaches the target (measured against the closed form).
+    """
+    gen = torch.Generator(device=device).manual_seed(0)
+    W = torch.randn(M, d, generator=gen, device=device, dtype=torch.float64) / math.sqrt(d)  # (M, d)
+    exact = gaussian.pair_kernel("erf", W, W)  # (M, M)
+    scale = float(exact.pow(2).mean().sqrt())
+    n = 256
+    while True:
+        mc = gaussian.mc_pair_kernel("erf", W, W, n, generator=gen).mean
+        err = float((mc - exact).pow(2).mean().sqrt()) / scale
+        if err <= target or n >= 1 << 22:
+            break
+        n *= 2
+    closed_s = _timed(lambda: gaussian.pair_kernel("erf", W, W), device)
+    mc_s = _timed(lambda: gaussian.mc_pair_kernel("erf", W, W, n, generator=gen), device)
+    return {"M": M, "d": d, "target_relative_error": target, "mc_samples": n, "mc_relative_error": err,
+            "closed_form_s": closed_s, "monte_carlo_s": mc_s, "speedup": mc_s / closed_s}
+
+
+def _quick_catalogue_wall_time() -> dict:
+    report = Path("reports/latest/report.json")
+    if not report.exists():
+        return {"wall_time_s": None, "note": "run `verify run` first (reports/latest/report.json)"}
+    run = json.loads(report.read_text())["run"]
+    return {"wall_time_s": run["wall_time_s"], "budget": run["budget"], "device": run["device_name"],
+            "source": str(report)}
+
+
+def run_bench(device: torch.device, out: Path, extra: dict[str, Callable[[torch.device], dict]] | None = None) -> dict:
+    """Run every benchmark on ``device`` and write the JSON atomically to ``out``."""
+    torch.set_float32_matmul_precision("highest")
+    sections = {"softmax_sweep": softmax_sweep, "full_model_flops": full_model_flops,
+                "kernel_vs_monte_carlo": kernel_vs_monte_carlo, **(extra or {})}
+    results = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    for name, bench in sections.items():
+        results[name] = bench(device)
+    results["quick_catalogue"] = _quick_catalogue_wall_time()
+    atomic.write_json(out, _plain(results))
+    return results
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def format_table(results: dict) -> str:
+    """The printed table: one line per figure."""
+    lines = [f"device: {results['device']} (torch {results['torch']}, {results['threads']} threads)"]
+    for section, values in results.items():
+        if isinstance(values, dict):
+            body = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            lines.append(f"{section:<24} {body}")
+    return "\n".join(lines)
+

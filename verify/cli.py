@@ -62,6 +62,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _tolerance(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a tolerance >= 0, got {text!r}")
+    return value
+
+
 def _override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
@@ -139,22 +146,37 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _check_out_dir(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become the report folder before any work (creating nothing)."""
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot use --out {out} as the report folder: {existing} is not a writable folder")
+
+
 def cmd_run(args) -> int:
     from verify.registry import RunContext, select
     from verify.report import build_report, exit_code, run_metadata, write_report
     from verify.runner import run_claims
 
-    if args.workers is not None or args.scheduler is not None:
-        raise InputError("--workers/--scheduler need the distributed runner, which is not available in "
-                         "this version; run without them")
+    distributed = args.workers is not None or args.scheduler is not None
+    if distributed:
+        from verify.distributed import check_options, run_claims_distributed
+
+        check_options(args.workers, args.scheduler)
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
+    _check_out_dir(args.out)
     torch.set_float32_matmul_precision("highest")
     claims = select(args.ids)
     ctx = RunContext(device=resolve_device(args.device), budget=args.budget, seed=args.seed,
                      figure_dir=args.out / "figures", progress=_progress_printer())
     start = time.perf_counter()
-    results = run_claims(claims, ctx, args.out, overrides=dict(args.set or []), resume=args.resume)
+    options = dict(overrides=dict(args.set or []), resume=args.resume)
+    if distributed:
+        results = run_claims_distributed(claims, ctx, args.out, workers=args.workers, scheduler=args.scheduler,
+                                         **options)
+    else:
+        results = run_claims(claims, ctx, args.out, **options)
     report = build_report(results, run_metadata(ctx, time.perf_counter() - start, sys.argv[1:]))
     write_report(report, args.out)
     width = max(len(r["id"]) for r in results)
@@ -183,6 +205,13 @@ def cmd_baseline(args) -> int:
         shutil.copyfile(Path(tmp) / "report.json", args.out)
     print(f"wrote baseline {args.out}; commit it together with the change that moved it")
     return 0
+
+
+def cmd_evaluate(args) -> int:
+    from verify.evaluate import evaluate_landscape_command
+
+    resolve_device("cpu")
+    return evaluate_landscape_command(args)
 
 
 def cmd_bench(args) -> int:
@@ -232,9 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--set", type=_override, action="append", metavar="KEY=VALUE",
                    help="override a config field in every swept config (checked against the claim's assumptions)")
-    p.add_argument("--resume", action="store_true", help="reuse checkpoints of finished claims in --out")
-    p.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--scheduler", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the checkpoints in --out: finished claims and measured sweep chunks")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run claims and sweep chunks as tasks on a local Dask cluster of N single-threaded "
+                            'worker processes (needs pip install ".[distributed]")')
+    scale.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run them on the Dask cluster whose scheduler is at ADDRESS (tcp://host:port)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("simulate", help="raw trajectories")
@@ -258,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=None, help="FILE.json or FILE.npz (default: JSON on stdout)")
     s.set_defaults(func=cmd_simulate, full=False)
 
+    p = sub.add_parser("evaluate", help="landscape quantities of a particle measure")
+    ev = p.add_subparsers(dest="model", required=True, parser_class=_Parser)
+    e = ev.add_parser("landscape", help="L, L_TF at W*, W*, covariances, first variation, saddle indicator (JSON)")
+    e.add_argument("--student", type=Path, required=True, help="FILE.npz with a (M x k) and w (M x d)")
+    e.add_argument("--teacher", type=Path, default=None,
+                   help="FILE.npz likewise (default: f°_j(x) = sigma(e_j . x), j = 1..k)")
+    e.add_argument("--activation", default="erf", help="erf, probit, relu, sigmoid or tanh")
+    e.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    e.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("bench", help="performance figures, measured side by side on this device")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, default=Path("reports/bench.json"))
@@ -270,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="regressions between two reports")
     p.add_argument("base", type=Path)
     p.add_argument("new", type=Path)
-    p.add_argument("--rtol", type=float, default=1e-6)
-    p.add_argument("--atol", type=float, default=1e-9)
+    p.add_argument("--rtol", type=_tolerance, default=1e-6, help="relative tolerance for tracked numbers")
+    p.add_argument("--atol", type=_tolerance, default=1e-9, help="absolute tolerance for tracked numbers")
     p.set_defaults(func=cmd_diff)
     return parser
 
@@ -284,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"verify: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
+        return 0
     except KeyboardInterrupt:
         print("verify: interrupted; finished claims are checkpointed (rerun with --resume)", file=sys.stderr)
         return 130

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -12,18 +12,37 @@ from theory import softmax_icl as th
 from verify.figures import loglog_figure
 from verify.fits import crossing_time, loglog_fit
 from verify.registry import Assumption, RunContext
+from verify.simulate import full_model_floats, logged_floats
 from verify.verdicts import Outcome, Verdict
 
-__all__ = ["PAPER", "BASE_ASSUMPTIONS", "balanced", "dominant", "sim_config", "run_sims", "target_attn",
+__all__ = ["PAPER", "BASE_ASSUMPTIONS", "MAX_FLOATS_PER_CONFIG", "fits_memory", "floats_needed", "balanced", "dominant", "sim_config", "run_sims", "target_attn",
            "query_loss", "crossing_steps", "log_every_for", "slope_outcome", "relative_error_outcome",
            "is_balanced", "is_dominant", "closed_form_time", "probabilities", "curve"]
 
 PAPER = "softmax"
 MAX_LOG_POINTS = 2000  # logged points per trajectory: keeps (C, T, K, K) buffers small at K = 128
+MAX_FLOATS_PER_CONFIG = 200_000_000  # ~1.6 GB of float64: a config needing more is refused before allocating
 
 
 def _p_sums_to_one(cfg) -> bool:
     return abs(sum(probabilities(cfg)) - 1.0) <= 1e-9 and min(probabilities(cfg)) >= 0
+
+
+def floats_needed(cfg: Mapping) -> int:
+    """Upper estimate of the float64 values one simulated config allocates: its logged trajectory and,
+    for the full model, its working values (:mod:`verify.simulate` estimates both)."""
+    K, steps = int(cfg["K"]), int(cfg["steps"])
+    logged = logged_floats(K, steps, int(cfg.get("log_every") or log_every_for(steps)))
+    if cfg.get("model", "reduced") != "full":
+        return logged
+    return logged + full_model_floats(K, int(cfg.get("d") or K), int(cfg.get("batch", 512)), int(cfg["N"]))
+
+
+def fits_memory(floats: Callable[[Mapping], int]) -> Assumption:
+    """The resource assumption: ``floats(cfg)`` at most :data:`MAX_FLOATS_PER_CONFIG`."""
+    return Assumption(f"fits in memory: at most {MAX_FLOATS_PER_CONFIG:.0e} float64 values per config "
+                      "(lower K, d, steps, batch or N, or raise log_every)",
+                      lambda c: floats(c) <= MAX_FLOATS_PER_CONFIG)
 
 
 BASE_ASSUMPTIONS = (
@@ -34,6 +53,7 @@ BASE_ASSUMPTIONS = (
     Assumption("steps >= 1", lambda c: int(c["steps"]) >= 1),
     Assumption("p is a probability vector (nonnegative, sums to 1)", _p_sums_to_one),
     Assumption("full model needs finite N", lambda c: c.get("model", "reduced") != "full" or c.get("N") is not None),
+    fits_memory(floats_needed),
 )
 is_balanced = Assumption("balanced features (p_k = 1/K)", lambda c: c.get("kind") == "balanced")
 is_dominant = Assumption("one dominant feature: 1/K < c < 1",

@@ -6,7 +6,8 @@ import sympy as sp
 import torch
 
 from theory import softmax_icl as th
-from verify.claims.softmax_common import BASE_ASSUMPTIONS, PAPER, balanced, dominant, is_balanced, run_sims
+from verify.claims.softmax_common import (BASE_ASSUMPTIONS, PAPER, balanced, dominant, fits_memory, is_balanced,
+                                          run_sims)
 from verify.registry import Assumption, Claim, register
 from verify.verdicts import Outcome, Verdict
 
@@ -147,7 +148,8 @@ GRADIENT = register(Claim(
               "direct symbolic differentiation of the per-query loss and torch autograd, at random scores/weights.",
     latex=r"\partial l_k/\partial s_{k,n} = a_n(a_n + a_k - S) - \delta_{nk} a_k",
     formula="theory.softmax_icl.update_rule_exprs / score_gradient_exprs / score_gradient",
-    assumptions=(Assumption("K >= 2", lambda c: int(c["K"]) >= 2),),
+    assumptions=(Assumption("K >= 2", lambda c: int(c["K"]) >= 2),
+                 fits_memory(lambda c: 8 * int(c["K"]) ** 2)),  # a handful of (K, K) matrices
     sweep=lambda budget: [{"K": K, "symbolic": K <= 5, "seed_offset": i}
                           for i, K in enumerate((2, 3, 4, 5, 8, 32) if budget == "quick" else (2, 3, 4, 5, 6, 8, 32, 128))],
     measure=_measure_gradient, judge=_judge_gradient,

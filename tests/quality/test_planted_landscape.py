@@ -1,0 +1,20 @@
+"""Planted false variants of real landscape claims must come out REFUTED."""
+import pytest
+import torch
+
+from verify.registry import RunContext, get
+from verify.runner import run_claim
+
+PLANTED = [
+    ("landscape.theorem3.3.curvature-sign", {"sign": 1.0}, "sign flip: positive curvature at the saddle"),
+    ("landscape.critical.lower-bound", {"factor": 2.0}, "wrong constant: L >= lambda_min(S_oo) rank(S_mu)"),
+    ("landscape.lemma3.1.linear-rate", {"rate_factor": 2.0}, "wrong constant: twice the W-flow rate"),
+]
+
+
+@pytest.mark.parametrize("claim_id,params,why", PLANTED, ids=[f"{c}:{w}" for c, _, w in PLANTED])
+def test_planted_false_claim_is_refuted(claim_id, params, why):
+    ctx = RunContext(device=torch.device("cpu"), budget="quick", seed=0)
+    result = run_claim(get(claim_id).variant(f"planted.{claim_id}", **params), ctx)
+    assert result["verdict"] == "REFUTED", (why, result["summary"])
+    assert result["counterexample"], "a refutation must name its counterexample"

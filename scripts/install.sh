@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the verifier and its test tools into the active Python environment (a venv is recommended).
+# Install the verifier, its test tools and Dask (the "distributed" extra, so that CI runs the scale-out
+# tests) into the active Python environment (a venv is recommended).
 # torch: when absent, install the 2.13.0 CPU build first (users with GPUs bring their own CUDA build;
 # pyproject accepts any torch >= 2.1, < 3).
 set -euo pipefail
@@ -8,4 +9,4 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
-"$PY" -m pip install --quiet -e ".[test]"
+"$PY" -m pip install --quiet -e ".[test,distributed]"

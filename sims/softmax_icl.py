@@ -10,10 +10,22 @@ step count, logging into preallocated buffers, and no host synchronisation insid
 
 The configs (:mod:`sims.softmax_config`), count ensembles (:mod:`sims.softmax_counts`), trajectories
 (:mod:`sims.softmax_trajectory`) and phase events (:mod:`sims.softmax_events`) are re-exported here.
+
+Performance (architecture.md, "Performance"): each step is one function of device tensors with fixed
+shapes — the state and a step counter ``t`` kept on the device — so the loop never reads the device, and
+the step can be compiled (``compile=``, or ``$VERIFY_COMPILE``; on by default on CUDA).  Random numbers
+are drawn once per distinct seed and shared by the configs that have it (:mod:`sims.counter_rng`).
+On the CPU, glibc's malloc is asked once per process to keep freed memory for reuse
+(:func:`reuse_freed_memory`): otherwise every step's megabyte-sized temporaries are fresh mmaps, and
+page faults took half the time of a full-model step.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import ctypes
+import ctypes.util
+import functools
+import os
+from typing import Callable, Sequence
 
 import torch
 
@@ -23,7 +35,7 @@ from sims.softmax_counts import (
     padded_probabilities,
 )
 from sims.softmax_events import UnderrepresentedEvents, first_attention_step, first_loss_step, underrepresented_events
-from sims.softmax_full import FEATURE_KINDS, GRADIENTS, PromptSampler, feature_matrix, scores_from_Q
+from sims.softmax_full import FEATURE_KINDS, GRADIENTS, FullStep, scores_from_Q
 from sims.softmax_trajectory import SoftmaxTrajectory, TrajectoryRecorder
 from theory.errors import InputError
 
@@ -39,15 +51,30 @@ __all__ = [
     "expectation_method",
     "DEFAULT_COUNT_SAMPLES",
     "EXACT_ENUMERATION_LIMIT",
+    "COMPILE_ENV",
+    "COMPILE_MODES",
+    "compile_mode",
+    "compiled",
+    "reuse_freed_memory",
 ]
+
+COMPILE_ENV = "VERIFY_COMPILE"
+"""Environment variable read when ``compile=None``: 0/1 (off/on), auto (on with CUDA), or a mode name."""
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile`` modes accepted by ``compile=`` (``"reduce-overhead"`` captures CUDA graphs)."""
 
 
 class _Batch:
-    """Tensors shared by both simulators: padded p (C, K), step sizes (C,), ensemble and recorder."""
+    """What both simulators share: validated configs, device, compile mode (:func:`compile_mode`), padded
+    p (C, K), step sizes (C,), count ensemble and recorder."""
 
-    def __init__(self, configs, device, dtype, count_samples: int, exact_limit: int):
+    def __init__(self, configs, device, dtype, count_samples: int, exact_limit: int, compile):
         self.configs = check_batch(configs)
         self.device = _device(device)
+        if self.device.type == "cpu":
+            reuse_freed_memory()
+        self.compile = compile_mode(compile, self.device)
         self.steps = self.configs[0].steps
         self.K = max(cfg.K for cfg in self.configs)
         self.p = padded_probabilities(self.configs, self.K, self.device, dtype)  # (C, K)
@@ -55,12 +82,50 @@ class _Batch:
         self.counts = CountEnsemble(self.configs, self.K, self.steps, self.device, dtype, count_samples, exact_limit)
         self.recorder = TrajectoryRecorder(self.configs, self.p)
 
-    def evaluate(self, step: int, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Expected attention/gradient/loss at ``scores`` (C, K, K); recorded when ``step`` is logged."""
-        attn, grad, loss = expected_quantities(scores, *self.counts.at(step))
-        if self.recorder.wants(step):
-            self.recorder.record(step, scores, attn, loss)
-        return attn, grad, loss
+
+def compile_mode(setting: bool | str | None, device: torch.device) -> str | None:
+    """The ``torch.compile`` mode of a simulator's ``compile=`` setting, or None for eager.
+
+    ``setting``: True (mode "default"), False, a name in :data:`COMPILE_MODES`, or None: read
+    ``$VERIFY_COMPILE`` (0/1/auto or a mode; unset means auto), auto meaning on exactly when ``device`` is CUDA.
+    """
+    if setting is None:
+        setting = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+        setting = {"": "auto", "0": False, "1": True, "false": False, "true": True}.get(setting, setting)
+        setting = device.type == "cuda" if setting == "auto" else setting
+    if setting is True:
+        return "default"
+    if setting is False:
+        return None
+    if setting not in COMPILE_MODES:
+        raise InputError(f"compile must be True, False or one of {list(COMPILE_MODES)} (also in ${COMPILE_ENV}, "
+                         f"where 0, 1 and auto are accepted), got {setting!r}")
+    return setting
+
+
+def compiled(step: Callable, mode: str | None) -> Callable:
+    """``step`` compiled by ``torch.compile`` in ``mode`` (from :func:`compile_mode`); ``step`` itself for None.
+
+    Static shapes (``dynamic=False``): one graph per batch shape, as CUDA graphs need.
+    """
+    if mode is None:
+        return step
+    return torch.compile(step, mode=None if mode == "default" else mode, dynamic=False)
+
+
+@functools.cache
+def reuse_freed_memory() -> None:
+    """Keep freed heap memory for reuse instead of returning it to the OS (glibc only; else nothing).
+
+    ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` (its maximum) serves allocations below 32 MiB from the heap and
+    ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` keeps up to 1 GiB of freed heap, so a step loop reuses its
+    temporaries' pages instead of faulting in fresh zeroed pages at every step.  Numbers are unaffected.
+    """
+    name = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    if mallopt is not None:
+        mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
 def _device(device) -> torch.device:
@@ -76,7 +141,8 @@ def _device(device) -> torch.device:
 
 def simulate_reduced(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device="cpu",
                      dtype: torch.dtype = torch.float64, count_samples: int = DEFAULT_COUNT_SAMPLES,
-                     exact_limit: int = EXACT_ENUMERATION_LIMIT) -> SoftmaxTrajectory:
+                     exact_limit: int = EXACT_ENUMERATION_LIMIT,
+                     compile: bool | str | None = None) -> SoftmaxTrajectory:
     """Exact population GD on the scores, ``s_k -= eta p_k E[d l_k / d s_k]`` from ``s = 0`` (spec 4.2; derived).
 
     Parameters
@@ -86,28 +152,42 @@ def simulate_reduced(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device
     device, dtype : where and in which precision to run (float64 by default).
     count_samples, exact_limit : finite-N expectation, see :mod:`sims.softmax_counts`; N infinite uses
         ``Attn = softmax(s + log p)`` with no sampling.
+    compile : compile the step with ``torch.compile`` (True, False, a mode of :data:`COMPILE_MODES`, or
+        None: ``$VERIFY_COMPILE``, else only on CUDA).  Compiled kernels fuse and may round differently
+        (agreement with eager to float64 roundoff is tested).
 
     Returns
     -------
     SoftmaxTrajectory with ``model="reduced"``.
 
-    Every step evaluates the expectation at the current scores (logging it when due) and applies the
-    exact GD update of spec 4.2, with the gradient lambdified from sympy by :mod:`theory.softmax_icl`.
+    Every step evaluates the expectation at the current scores (with the loss only when the step is
+    logged) and applies the exact GD update of spec 4.2, with the gradient lambdified from sympy by
+    :mod:`theory.softmax_icl`.
     """
-    batch = _Batch(configs, device, dtype, count_samples, exact_limit)
+    batch = _Batch(configs, device, dtype, count_samples, exact_limit, compile)
     step_size = (batch.eta[:, None] * batch.p)[:, :, None]  # (C, K, 1): eta p_k per query row
+
+    def reduced_step(scores: torch.Tensor, t: torch.Tensor, logged: bool):
+        """Scores (C, K, K) and counter after one GD step, with attention and loss when ``logged``."""
+        attn, grad, loss = expected_quantities(scores, *batch.counts.at(t), loss=logged)  # (C, K, K) x2, (C, K)
+        return scores - step_size * grad, t + 1, attn, loss
+
+    step = compiled(reduced_step, batch.compile)
     scores = torch.zeros(len(batch.configs), batch.K, batch.K, device=batch.device, dtype=dtype)  # (C, K, K)
-    for step in range(batch.steps + 1):
-        grad = batch.evaluate(step, scores)[1]  # (C, K, K)
-        if step < batch.steps:
-            scores = scores - step_size * grad  # (C, K, K)
+    t = torch.zeros((), device=batch.device, dtype=torch.long)  # step counter
+    for index in range(batch.steps + 1):  # the update after the last step is not used
+        logged = batch.recorder.wants(index)
+        following, t, attn, loss = step(scores, t, logged)
+        if logged:
+            batch.recorder.record(index, scores, attn, loss)
+        scores = following
     return batch.recorder.result("reduced")
 
 
 def simulate_full(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device="cpu",
                   dtype: torch.dtype = torch.float64, grad: str = "manual", features: str = "standard",
-                  count_samples: int = DEFAULT_COUNT_SAMPLES,
-                  exact_limit: int = EXACT_ENUMERATION_LIMIT) -> SoftmaxTrajectory:
+                  count_samples: int = DEFAULT_COUNT_SAMPLES, exact_limit: int = EXACT_ENUMERATION_LIMIT,
+                  compile: bool | str | None = None) -> SoftmaxTrajectory:
     """Minibatch GD of the full model on explicit prompts, ``Q -= eta grad``, from ``Q = 0`` (spec 1-2; stated).
 
     Parameters
@@ -115,9 +195,12 @@ def simulate_full(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device="c
     configs : one config or a batch sharing ``steps``, ``log_every`` and ``batch``; N must be finite
         (mixed N and d are padded exactly).
     device, dtype : where and in which precision to run (float64 by default).
-    grad : ``"manual"`` (hand-written, :func:`sims.softmax_full.manual_gradient`) or ``"autograd"``.
+    grad : ``"manual"`` (hand-written, token level, :func:`sims.softmax_full.manual_gradient`),
+        ``"autograd"``, or ``"counts"`` (the same gradient through each prompt's count vector: K terms per
+        prompt instead of N; equal to ``"manual"`` to float64 roundoff, not bit for bit).
     features : ``"standard"`` (``v_k = e_k``) or ``"random"`` (orthonormal V from the seed).
     count_samples, exact_limit : the expectation over counts used for the logged attention and losses.
+    compile : as in :func:`simulate_reduced`, for the GD step (:class:`sims.softmax_full.FullStep`).
 
     Returns
     -------
@@ -126,17 +209,17 @@ def simulate_full(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device="c
     the same code as in :func:`simulate_reduced`.
     """
     _check_full(configs, grad, features)
-    batch = _Batch(configs, device, dtype, count_samples, exact_limit)
-    d = max(cfg.d for cfg in batch.configs)
-    V = feature_matrix(batch.configs, d, batch.K, features, batch.device, dtype)  # (C, d, K)
-    prompts = PromptSampler(batch.configs, batch.p, V)
-    gradient = GRADIENTS[grad]
-    Q = torch.zeros(len(batch.configs), d, d, device=batch.device, dtype=dtype)  # (C, d, d)
-    for step in range(batch.steps + 1):
-        if batch.recorder.wants(step):
-            batch.evaluate(step, scores_from_Q(Q, V))
-        if step < batch.steps:
-            Q = Q - batch.eta[:, None, None] * gradient(Q, V, prompts.draw(step))  # (C, d, d)
+    batch = _Batch(configs, device, dtype, count_samples, exact_limit, compile)
+    full = FullStep.build(batch.configs, batch.device, dtype, grad, features)
+    step = compiled(full, batch.compile)
+    Q, t = full.start()  # (C, d, d) zeros, step counter 0
+    for index in range(batch.steps + 1):
+        if batch.recorder.wants(index):
+            scores = scores_from_Q(Q, full.V)  # (C, K, K)
+            attn, _, loss = expected_quantities(scores, *batch.counts.at(index), grad=False)
+            batch.recorder.record(index, scores, attn, loss)
+        if index < batch.steps:
+            Q, t = step(Q, t)  # (C, d, d), ()
     return batch.recorder.result("full")
 
 

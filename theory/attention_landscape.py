@@ -70,7 +70,7 @@ COND_MAX = 1e12
 #: 1e-13 at order 96 (about 1e5 pruned nodes). Steeper features (|w| > 1) need more.
 FINITE_N_ORDER = 96
 
-_PRUNE = 1e-22  # drop tensor-grid nodes whose product weight is below this (dropped mass < 1e-16)
+_PRUNE = 1e-22  # drop tensor-grid nodes with product weight below this (dropped mass ~ 1e-19 r)
 
 
 class SingularCovarianceError(ValueError):
@@ -296,8 +296,11 @@ def w_flow_rate(cov: Covariances) -> Tensor:
     """Linear rate of the W gradient flow dW/dt = -grad_W L_TF: lambda_min(S_mo S_om) lambda_min(S_mm).
 
     W - W* evolves as dE/dt = -S_mo S_om E S_mm, whose slowest mode decays at this rate (so L_TF - L
-    decays at twice it). Kim & Suzuki, arXiv 2402.01258, Lemma 3.1; spec section 2.
-    Provenance: derived.
+    decays at twice it). If S_om is rank deficient (e.g. at the exact saddle) the rate is 0 and W
+    need not reach W*, yet L_TF - L = 1/2 tr(E^T S_mo S_om E S_mm) still decays at twice the
+    smallest *positive* eigenvalue of S_mo S_om times lambda_min(S_mm): the null-space part of E
+    never enters L_TF (derived; tests/unit/test_attention_landscape.py checks both).
+    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1; spec section 2. Provenance: derived.
     """
     return torch.linalg.eigvalsh(cov.S_mo @ cov.S_om)[0] * torch.linalg.eigvalsh(cov.S_mm)[0]
 

@@ -6,7 +6,23 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_text", "write_json"]
+from theory.errors import InputError
+
+__all__ = ["check_target", "write_text", "write_json"]
+
+
+def check_target(path: Path) -> None:
+    """Refuse, before any work, a file path that cannot be written (InputError); creates nothing.
+
+    ``path`` must not be a folder, and its nearest existing ancestor must be a folder this process may
+    write into (the missing ones in between are created at the first write).
+    """
+    path = Path(path).absolute()
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder")
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: {existing} is not a writable folder")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -26,6 +42,11 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON dump (sorted keys, NaN written as null by the caller's sanitising)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+def write_json(path: Path, obj, *, allow_nan: bool = False) -> None:
+    """Atomic JSON dump with sorted keys.
+
+    Standard JSON by default: the caller sanitises non-finite floats (``verify.runner.jsonable``) and any
+    left raise ValueError.  ``allow_nan=True`` writes Python's ``NaN``/``Infinity`` tokens instead, for
+    internal files (checkpointed rows) that must read back every float exactly.
+    """
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nan) + "\n")

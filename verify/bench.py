@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sims.softmax_icl import SoftmaxConfig, simulate_full, simulate_reduced
+from sims.softmax_full import FullStep
+from sims.softmax_icl import SoftmaxConfig, compile_mode, compiled, simulate_full, simulate_reduced
 from theory import gaussian
 from verify import atomic
 from verify.report import device_name
@@ -43,33 +44,56 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> 
 
 
 def softmax_sweep(device: torch.device, C: int = 64, steps: int = 400, K: int = 10) -> dict:
-    """C configs (different eta and dominant c) in one batched reduced run vs the same C one by one."""
+    """C configs (different eta and dominant c) in one batched reduced run vs the same C one by one.
+
+    Also a Monte Carlo eta sweep (16 configs, N = 50, count vectors drawn every step) whose configs share
+    one seed, so their draws are made once (``shared_seed_s``), against the same configs with 16 seeds.
+    """
     configs = [SoftmaxConfig.dominant(K, 0.3 + 0.4 * i / (C - 1), eta=0.5 + 1.5 * (i % 8) / 7, steps=steps,
                                       log_every=10) for i in range(C)]
     batched = _timed(lambda: simulate_reduced(configs, device=device), device, repeats=2)
     single = _timed(lambda: [simulate_reduced([c], device=device) for c in configs], device, repeats=1)
+    sweep = {seeds: [SoftmaxConfig.dominant(K, 0.5, eta=0.5 + 0.1 * i, N=50, steps=steps // 20, seed=i % seeds)
+                     for i in range(16)] for seeds in (1, 16)}
+    sampled = {seeds: _timed(lambda: simulate_reduced(cfgs, device=device), device, repeats=2)
+               for seeds, cfgs in sweep.items()}
     return {"configs": C, "K": K, "steps": steps, "batched_s": batched, "one_by_one_s": single,
-            "speedup": single / batched, "config_steps_per_s": C * steps / batched}
+            "speedup": single / batched, "config_steps_per_s": C * steps / batched,
+            "shared_seed_s": sampled[1], "distinct_seeds_s": sampled[16], "sharing_speedup": sampled[16] / sampled[1]}
 
 
 def full_model_flops(device: torch.device, C: int = 16, batch: int = 1024, N: int = 64, K: int = 16,
                      steps: int = 20) -> dict:
-    """Achieved FLOP/s of the full-model step against a plain matmul of comparable size, same run.
+    """Achieved FLOP/s of the full-model GD step against a plain matmul of comparable size, same run.
 
-    FLOPs of a step are counted analytically for the useful work: per token, forward score gather,
-    softmax (exp, sum, divide: 3), weighted label sum (2), and the backward (6) — 11 per token — plus
-    the two (d x d x K) products of V^T Q V and V G^T V^T.  The comparison matmul multiplies a
-    (C*batch, N) by an (N, N) matrix, the token tensor's shape.
+    FLOPs of a step are counted analytically for the useful work of the token-level model: per token,
+    forward score gather, softmax (exp, sum, divide: 3), weighted label sum (2), and the backward (6) —
+    11 per token — plus the two (d x d x K) products of V^T Q V and V G^T V^T (drawing the prompts is
+    not counted).  The comparison matmul multiplies a (C*batch, N) by an (N, N) matrix, the token
+    tensor's shape.  ``step_s`` times :class:`sims.softmax_full.FullStep` alone (compiled where
+    :func:`sims.softmax_icl.compile_mode` says so: on CUDA); ``counts_step_s`` the same step through
+    count vectors (``grad="counts"``; its FLOP/s are per token-model FLOP, ``counts_gflops_equiv``);
+    ``run_s_per_step`` a whole ``simulate_full`` run (setup, first and last log, ``steps`` steps) divided
+    by ``steps``.
     """
     cfgs = [SoftmaxConfig.balanced(K, d=K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
-    step_s = _timed(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
+    run_s = _timed(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
+    mode = compile_mode(None, device)
+    step_s = {}
+    for grad in ("manual", "counts"):
+        full = FullStep.build(cfgs, device, torch.float64, grad)
+        step = compiled(full, mode)
+        step_s[grad] = _timed(lambda: full.run(steps, step), device) / steps
     flops = C * (11.0 * batch * N + 4.0 * 2 * K ** 3)
     a = torch.randn(C * batch, N, device=device, dtype=torch.float64)
     b = torch.randn(N, N, device=device, dtype=torch.float64)
     mm_s = _timed(lambda: a @ b, device, repeats=5)
     mm_flops = 2.0 * C * batch * N * N
-    return {"configs": C, "batch": batch, "N": N, "K": K, "step_s": step_s, "step_gflops": flops / step_s / 1e9,
-            "matmul_gflops": mm_flops / mm_s / 1e9, "fraction_of_matmul": (flops / step_s) / (mm_flops / mm_s)}
+    return {"configs": C, "batch": batch, "N": N, "K": K, "compile": mode or "eager", "step_s": step_s["manual"],
+            "step_gflops": flops / step_s["manual"] / 1e9, "matmul_gflops": mm_flops / mm_s / 1e9,
+            "fraction_of_matmul": (flops / step_s["manual"]) / (mm_flops / mm_s),
+            "counts_step_s": step_s["counts"], "counts_gflops_equiv": flops / step_s["counts"] / 1e9,
+            "run_s_per_step": run_s}
 
 
 def kernel_vs_monte_carlo(device: torch.device, M: int = 256, d: int = 20, target: float = 0.01) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from theory.errors import InputError
+from verify import atomic
 
 __all__ = ["main", "build_parser"]
 
@@ -146,13 +147,6 @@ def cmd_show(args) -> int:
     return 0
 
 
-def _check_out_dir(out: Path) -> None:
-    """Refuse an ``--out`` that cannot become the report folder before any work (creating nothing)."""
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot use --out {out} as the report folder: {existing} is not a writable folder")
-
-
 def cmd_run(args) -> int:
     from verify.registry import RunContext, select
     from verify.report import build_report, exit_code, run_metadata, write_report
@@ -165,7 +159,7 @@ def cmd_run(args) -> int:
         check_options(args.workers, args.scheduler)
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
-    _check_out_dir(args.out)
+    atomic.check_target(args.out / "report.json")
     torch.set_float32_matmul_precision("highest")
     claims = select(args.ids)
     ctx = RunContext(device=resolve_device(args.device), budget=args.budget, seed=args.seed,
@@ -197,6 +191,7 @@ def cmd_baseline(args) -> int:
     import shutil
     import tempfile
 
+    atomic.check_target(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         code = main(["run", "--budget", "quick", "--device", "cpu", "--seed", "0", "--out", tmp])
         if code not in (0, 1, 3):
@@ -215,6 +210,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    atomic.check_target(args.out)
     from verify.bench import format_table, run_bench
 
     torch.set_float32_matmul_precision("highest")
@@ -331,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
         return 0
     except KeyboardInterrupt:
-        print("verify: interrupted; finished claims are checkpointed (rerun with --resume)", file=sys.stderr)
+        print("verify: interrupted; finished claims and measured chunks are checkpointed (rerun with --resume)",
+              file=sys.stderr)
         return 130
 
 

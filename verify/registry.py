@@ -87,7 +87,7 @@ class Claim:
             for assumption in self.assumptions:
                 try:
                     ok = bool(assumption.holds(cfg))
-                except (KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                     raise InputError(f"claim {self.id}: config {cfg} cannot be checked against "
                                      f"assumption '{assumption.text}': {exc}") from None
                 if not ok:

@@ -156,4 +156,20 @@ def load_report(path: Path) -> dict:
     if report.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path} has report schema version {report.get('schema_version')}, "
                          f"this verifier reads version {SCHEMA_VERSION}")
+    bad = _malformed_claim(report.get("claims"))
+    if bad:
+        raise InputError(f"{path} is a malformed report: {bad}")
     return report
+
+
+def _malformed_claim(claims) -> str | None:
+    """What is wrong with a report's claims list (None when each claim has what readers use)."""
+    if not isinstance(claims, list):
+        return "'claims' is not a list"
+    verdicts = {v.value for v in Verdict}
+    for i, claim in enumerate(claims):
+        if not (isinstance(claim, dict) and isinstance(claim.get("id"), str) and claim.get("verdict") in verdicts
+                and isinstance(claim.get("summary"), str) and isinstance(claim.get("evidence"), dict)
+                and isinstance(claim.get("tracked", {}), dict)):
+            return f"claim {i} lacks a string id and summary, a known verdict, or evidence/tracked objects"
+    return None

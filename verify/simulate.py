@@ -10,9 +10,20 @@ from sims.softmax_icl import SoftmaxConfig, simulate_full, simulate_reduced
 from theory.errors import InputError
 from verify import atomic
 
-__all__ = ["simulate_softmax_command", "MAX_LOGGED_FLOATS"]
+__all__ = ["simulate_softmax_command", "MAX_LOGGED_FLOATS", "logged_floats", "full_model_floats"]
 
 MAX_LOGGED_FLOATS = 200_000_000  # refuse runs whose logs would exceed ~1.6 GB of float64 before allocating
+
+
+def logged_floats(K: int, steps: int, log_every: int) -> int:
+    """Values of a logged trajectory: scores and attention (T, K, K), per-query loss (T, K), loss (T,)."""
+    return (steps // log_every + 2) * (2 * K * K + K + 1)
+
+
+def full_model_floats(K: int, d: int, batch: int, N: int) -> int:
+    """Upper estimate of the full model's working values: Q and its gradient (d, d), and per prompt of a
+    minibatch its token indices, scores, weights and attention (batch, N + K)."""
+    return 2 * d * d + 4 * batch * (N + K)
 
 
 def _config_from_args(args) -> SoftmaxConfig:
@@ -30,10 +41,14 @@ def _config_from_args(args) -> SoftmaxConfig:
     cfg.validate()
     if args.full and cfg.N is None:
         raise InputError("--full simulates explicit prompts and needs a finite --N")
-    logged = (cfg.steps // cfg.log_every + 2) * (2 * cfg.K * cfg.K + cfg.K + 1)
+    logged = logged_floats(cfg.K, cfg.steps, cfg.log_every)
     if logged > MAX_LOGGED_FLOATS:
         raise InputError(f"the log would hold {logged:.3g} floats (limit {MAX_LOGGED_FLOATS:.1g}); "
                          "raise --log-every or lower --steps/--K")
+    working = full_model_floats(cfg.K, cfg.d, cfg.batch, cfg.N) if args.full else 0
+    if working > MAX_LOGGED_FLOATS:
+        raise InputError(f"the full model would hold {working:.3g} floats per step (limit "
+                         f"{MAX_LOGGED_FLOATS:.1g}); lower --batch, --N or --d")
     return cfg
 
 
@@ -45,6 +60,8 @@ def simulate_softmax_command(args) -> int:
     out: Path | None = args.out
     if out is not None and out.suffix not in (".json", ".npz"):
         raise InputError(f"--out must end in .json or .npz, got {out}")
+    if out is not None:
+        atomic.check_target(out)
     simulate = simulate_full if args.full else simulate_reduced
     traj = simulate([cfg], device=resolve_device(args.device))
     if out is None:

@@ -147,6 +147,23 @@ def test_W_flow_converges_at_the_stated_linear_rate():
     assert float(E_t.norm()) <= math.exp(-float(rate) * t) * float(E0.norm()) * (1 + 1e-12)
 
 
+def test_W_flow_with_rank_deficient_S_om_still_drives_the_loss_to_L():
+    """At the exact saddle S_mo S_om = diag(c^2, 0): the stated rate is 0 and W does not converge,
+    but L_TF(W(t)) - L decays exactly like exp(-2 c^2 c t) (positive eigenvalue c^2, S_mm = c I)."""
+    student, teacher = AL.exact_strict_saddle(2, 3)
+    cov = AL.covariances("erf", student, teacher)
+    assert abs(float(AL.w_flow_rate(cov))) <= 16 * EPS
+    A = torch.kron(cov.S_mm, cov.S_mo @ cov.S_om)
+    W_star, L = AL.optimal_W(cov), AL.landscape_loss(cov)
+    E0 = torch.tensor([[0.3, -0.8], [1.1, 0.5]], dtype=DT)
+    gap = lambda t: float(AL.loss_tf(cov, W_star + (torch.linalg.matrix_exp(-t * A)
+                                                    @ E0.T.reshape(-1)).reshape(2, 2).T) - L)
+    t = 2.0
+    assert gap(t) == pytest.approx(gap(0.0) * math.exp(-2 * C_ERF ** 3 * t), rel=1e-10)
+    W_t = W_star + (torch.linalg.matrix_exp(-t * A) @ E0.T.reshape(-1)).reshape(2, 2).T
+    assert float((W_t - W_star)[1].norm()) == pytest.approx(float(E0[1].norm()), rel=1e-12)
+
+
 def test_singular_S_mm_raises_with_lambda_min_and_condition_number():
     w = torch.tensor([[0.5, 0.2, 0.1], [0.5, 0.2, 0.1]], dtype=DT)  # two identical neurons
     student = AL.ParticleMeasure(torch.tensor([[1.0, 2.0], [1.0, 2.0]], dtype=DT), w)

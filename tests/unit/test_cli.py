@@ -20,7 +20,7 @@ BAD_INPUT = [
     (["run", "softmax.balanced.two-phases", "--set", "kind=dominant", "--set", "c=0.5"], "balanced features"),
     (["run", "--budget", "huge"], "invalid choice"),
     (["run", "--seed", "-3"], "--seed must be >= 0"),
-    (["run", "--workers", "2"], "--workers"),
+    (["run", "--workers", "0"], "--workers must be between 1 and"),
     (["show", "softmax.nope"], "unknown claim id"),
     (["list", "--paper", "nope"], "unknown paper"),
     (["simulate", "softmax", "--K", "5", "--d", "3"], "need K <= d"),

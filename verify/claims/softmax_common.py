@@ -15,7 +15,8 @@ from verify.registry import Assumption, RunContext
 from verify.simulate import full_model_floats, logged_floats
 from verify.verdicts import Outcome, Verdict
 
-__all__ = ["PAPER", "BASE_ASSUMPTIONS", "MAX_FLOATS_PER_CONFIG", "fits_memory", "floats_needed", "balanced", "dominant", "sim_config", "run_sims", "target_attn",
+__all__ = ["PAPER", "BASE_ASSUMPTIONS", "MAX_FLOATS_PER_CONFIG", "fits_memory", "floats_needed", "balanced",
+           "dominant", "sim_config", "run_sims", "target_attn",
            "query_loss", "crossing_steps", "log_every_for", "slope_outcome", "relative_error_outcome",
            "is_balanced", "is_dominant", "closed_form_time", "probabilities", "curve"]
 
@@ -25,7 +26,8 @@ MAX_FLOATS_PER_CONFIG = 200_000_000  # ~1.6 GB of float64: a config needing more
 
 
 def _p_sums_to_one(cfg) -> bool:
-    return abs(sum(probabilities(cfg)) - 1.0) <= 1e-9 and min(probabilities(cfg)) >= 0
+    p = probabilities(cfg)
+    return len(p) == int(cfg["K"]) and abs(sum(p) - 1.0) <= 1e-9 and min(p) >= 0
 
 
 def floats_needed(cfg: Mapping) -> int:
@@ -51,7 +53,7 @@ BASE_ASSUMPTIONS = (
     Assumption("eta > 0", lambda c: float(c["eta"]) > 0 and math.isfinite(float(c["eta"]))),
     Assumption("N >= 1 or N = infinity", lambda c: c.get("N") is None or int(c["N"]) >= 1),
     Assumption("steps >= 1", lambda c: int(c["steps"]) >= 1),
-    Assumption("p is a probability vector (nonnegative, sums to 1)", _p_sums_to_one),
+    Assumption("p is a probability vector over the K features (K entries, nonnegative, sum 1)", _p_sums_to_one),
     Assumption("full model needs finite N", lambda c: c.get("model", "reduced") != "full" or c.get("N") is not None),
     fits_memory(floats_needed),
 )

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from sims.devices import checked_device
 from sims.meanfield_config import (
     DYNAMICS, PRESETS, TEACHERS, MeanFieldConfig, check_batch, preset,
 )
@@ -61,16 +62,6 @@ __all__ = [
     "finite_n_losses",
     "finite_n_estimate",
 ]
-
-
-def _device(device) -> torch.device:
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"unknown device {device!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
-    return resolved
 
 
 def _stack(measures: Sequence[ParticleMeasure], C: int, what: str, device, dtype) -> tuple[Tensor, Tensor]:
@@ -248,7 +239,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
         On the CPU.
     """
     batch = check_batch(configs)
-    dev = _device(device)
+    dev = checked_device(device)
     cfg = batch[0]
     C, M, name, order = len(batch), cfg.M, cfg.activation, cfg.quad_order
     if init is None:
@@ -264,7 +255,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
         ta, tw = _stack(teachers, C, "teacher", dev, dtype)
         if tw.shape[2] != cfg.d:
             raise InputError(f"teacher directions have d = {tw.shape[2]}, configs have d = {cfg.d}")
-    M_o, k, k_o = ta.shape[1], a.shape[2], ta.shape[2]
+    k, k_o = a.shape[2], ta.shape[2]
     kern = dict(tile=tile, order=order)
 
     # static per-config parameters (C,)

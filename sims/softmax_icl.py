@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from sims.devices import checked_device
 from sims.softmax_config import SoftmaxConfig, check_batch
 from sims.softmax_counts import (
     DEFAULT_COUNT_SAMPLES, EXACT_ENUMERATION_LIMIT, CountEnsemble, expectation_method, expected_quantities,
@@ -71,7 +72,7 @@ class _Batch:
 
     def __init__(self, configs, device, dtype, count_samples: int, exact_limit: int, compile):
         self.configs = check_batch(configs)
-        self.device = _device(device)
+        self.device = checked_device(device)
         if self.device.type == "cpu":
             reuse_freed_memory()
         self.compile = compile_mode(compile, self.device)
@@ -126,17 +127,6 @@ def reuse_freed_memory() -> None:
     if mallopt is not None:
         mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
         mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-
-
-def _device(device) -> torch.device:
-    """``torch.device`` of ``device``; InputError when it names CUDA and none is available."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"unknown device {device!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
-    return resolved
 
 
 def simulate_reduced(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device="cpu",

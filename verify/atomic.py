@@ -5,10 +5,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Mapping
+
+import numpy as np
 
 from theory.errors import InputError
 
-__all__ = ["check_target", "write_text", "write_json"]
+__all__ = ["check_target", "write_text", "write_json", "write_npz"]
 
 
 def check_target(path: Path) -> None:
@@ -25,14 +28,14 @@ def check_target(path: Path) -> None:
         raise InputError(f"cannot write {path}: {existing} is not a writable folder")
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+def _write_atomically(path: Path, mode: str, write) -> None:
+    """Call ``write(handle)`` on a temp file in ``path``'s folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be read
@@ -40,6 +43,16 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+    _write_atomically(path, "w", lambda handle: handle.write(text))
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Atomic ``np.savez`` of ``arrays`` to ``path``."""
+    _write_atomically(path, "wb", lambda handle: np.savez(handle, **arrays))
 
 
 def write_json(path: Path, obj, *, allow_nan: bool = False) -> None:

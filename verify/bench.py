@@ -1,14 +1,19 @@
 """``verify bench``: performance figures measured side by side in one run, on the device it runs on.
 
-Every figure is a ratio or a rate measured in this process: batched vs one-by-one sweeps, achieved
+Every figure is a ratio or a rate measured in this run: batched vs one-by-one sweeps, achieved
 FLOP/s of the full-model step vs a plain matmul timed in the same run, closed-form kernels vs Monte
-Carlo at equal accuracy, time per step as the particle count grows (fitted exponent), and peak memory.
+Carlo at equal accuracy, mean-field time per step as the particle count M grows (fitted exponent) and
+peak memory of one step against M^2 floats (:mod:`verify.bench_meanfield`; memory in a fresh
+subprocess), and the quick catalogue's wall time (a ``verify run --budget quick`` subprocess).
 Absolute times hold only for the named device.
 """
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,9 +25,11 @@ from sims.softmax_full import FullStep
 from sims.softmax_icl import SoftmaxConfig, compile_mode, compiled, simulate_full, simulate_reduced
 from theory import gaussian
 from verify import atomic
+from verify.bench_meanfield import meanfield_memory, meanfield_scaling
 from verify.report import device_name
 
-__all__ = ["run_bench", "softmax_sweep", "full_model_flops", "kernel_vs_monte_carlo", "format_table"]
+__all__ = ["run_bench", "softmax_sweep", "full_model_flops", "kernel_vs_monte_carlo", "quick_catalogue",
+           "format_table"]
 
 
 def _sync(device: torch.device) -> None:
@@ -119,24 +126,45 @@ def kernel_vs_monte_carlo(device: torch.device, M: int = 256, d: int = 20, targe
             "closed_form_s": closed_s, "monte_carlo_s": mc_s, "speedup": mc_s / closed_s}
 
 
-def _quick_catalogue_wall_time() -> dict:
-    report = Path("reports/latest/report.json")
-    if not report.exists():
-        return {"wall_time_s": None, "note": "run `verify run` first (reports/latest/report.json)"}
-    run = json.loads(report.read_text())["run"]
-    return {"wall_time_s": run["wall_time_s"], "budget": run["budget"], "device": run["device_name"],
-            "source": str(report)}
+def quick_catalogue(device: torch.device, timeout: float = 1800.0) -> dict:
+    """Wall time of ``verify run --budget quick --device <device>`` (the whole catalogue, seed 0).
+
+    Runs in a fresh subprocess (same interpreter and environment, so the same thread count) into a
+    temporary folder; ``wall_time_s`` is the report's own ``run.wall_time_s``, ``process_s`` the
+    subprocess's wall time including interpreter start and imports, ``exit_code`` the run's exit
+    code (0 all verified, 1 refuted/error, 3 only inconclusive).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["run", "--budget", "quick", "--device", device.type, "--seed", "0", "--out", tmp]
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", "import sys; from verify.cli import main; "
+                               "sys.exit(main(sys.argv[1:]))", *argv], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        process_s = time.perf_counter() - start
+        report = Path(tmp) / "report.json"
+        if not report.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+            return {"wall_time_s": None, "exit_code": proc.returncode, "error": " ".join(tail)}
+        run = json.loads(report.read_text())["run"]
+    return {"budget": "quick", "wall_time_s": run["wall_time_s"], "process_s": process_s,
+            "exit_code": proc.returncode}
 
 
-def run_bench(device: torch.device, out: Path, extra: dict[str, Callable[[torch.device], dict]] | None = None) -> dict:
-    """Run every benchmark on ``device`` and write the JSON atomically to ``out``."""
+def run_bench(device: torch.device, out: Path, extra: dict[str, Callable[[torch.device], dict]] | None = None,
+              catalogue: bool = True) -> dict:
+    """Run every benchmark on ``device`` and write the JSON atomically to ``out``.
+
+    ``catalogue=False`` skips the quick catalogue's wall time (``verify bench --no-catalogue``).
+    """
     torch.set_float32_matmul_precision("highest")
     sections = {"softmax_sweep": softmax_sweep, "full_model_flops": full_model_flops,
-                "kernel_vs_monte_carlo": kernel_vs_monte_carlo, **(extra or {})}
+                "kernel_vs_monte_carlo": kernel_vs_monte_carlo, "meanfield_scaling": meanfield_scaling,
+                "meanfield_memory": meanfield_memory, **(extra or {})}
+    if catalogue:
+        sections["quick_catalogue"] = quick_catalogue
     results = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
     for name, bench in sections.items():
         results[name] = bench(device)
-    results["quick_catalogue"] = _quick_catalogue_wall_time()
     atomic.write_json(out, _plain(results))
     return results
 
@@ -156,7 +184,15 @@ def format_table(results: dict) -> str:
     lines = [f"device: {results['device']} (torch {results['torch']}, {results['threads']} threads)"]
     for section, values in results.items():
         if isinstance(values, dict):
-            body = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            body = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
             lines.append(f"{section:<24} {body}")
     return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
 

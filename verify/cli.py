@@ -181,6 +181,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_simulate(args) -> int:
+    if args.model == "landscape":
+        from verify.simulate_landscape import simulate_landscape_command
+
+        return simulate_landscape_command(args)
     from verify.simulate import simulate_softmax_command
 
     return simulate_softmax_command(args)
@@ -214,7 +218,7 @@ def cmd_bench(args) -> int:
     from verify.bench import format_table, run_bench
 
     torch.set_float32_matmul_precision("highest")
-    results = run_bench(resolve_device(args.device), args.out)
+    results = run_bench(resolve_device(args.device), args.out, catalogue=args.catalogue)
     print(format_table(results))
     print(f"wrote {args.out}")
     return 0
@@ -287,6 +291,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.add_argument("--out", type=Path, default=None, help="FILE.json or FILE.npz (default: JSON on stdout)")
     s.set_defaults(func=cmd_simulate, full=False)
+    s = sim.add_parser("landscape", help="mean-field dynamics on the attention landscape (Kim & Suzuki)",
+                       description="Unset options come from --preset, else erf, d 10, k 3, M 64 (M k with --saddle), "
+                                   "two-timescale; M, k, d also from --student/--teacher files.")
+    s.add_argument("--preset", default=None, help="base config: paper (sigmoid, joint W) or paper-probit")
+    for flag, kind, text in (("--d", int, "input dimension"), ("--k", int, "feature (output) dimension"),
+                             ("--M", int, "student particles"),
+                             ("--activation", str, "erf, probit, relu, sigmoid or tanh"),
+                             ("--teacher-M", int, "particles of the random teacher"),
+                             ("--teacher-seed", int, "teacher seed (default: each run's --seed)"),
+                             ("--init-scale", float, "E|w_i|^2 = init-scale^2 at initialisation"),
+                             ("--a-scale", float, "a_i ~ N(0, a-scale^2 I) at initialisation"),
+                             ("--lr", float, "Euler step in mean-field time"), ("--steps", int, "Euler steps"),
+                             ("--log-every", int, "log every N steps (and the last)"),
+                             ("--seed", int, "seed of the first run"),
+                             ("--dynamics", str, "two-timescale (W = W*) or joint (explicit W)"),
+                             ("--w-speed", float, "joint: W learning-rate ratio"),
+                             ("--w-init", str, "joint: optimal or zero"),
+                             ("--birth-death", float, "birth-death rate (0 = off)"),
+                             ("--noise", float, "noise injection scale (0 = off)"),
+                             ("--noise-threshold", float, "inject noise while mean |grad V|^2 < this (inf: always)"),
+                             ("--label-noise", float, "label noise variance s^2"),
+                             ("--quad-order", int, "Gauss-Hermite order for sigmoid/tanh")):
+        s.add_argument(flag, type=kind, default=None, help=text)
+    s.add_argument("--teacher", default=None, help="orthonormal, random, or FILE.npz with a (M_o x k), w (M_o x d)")
+    start = s.add_mutually_exclusive_group()
+    start.add_argument("--student", type=Path, default=None, help="FILE.npz: initial a (M x k), w (M x d)")
+    start.add_argument("--saddle", action="store_true", help="start at the exact strict saddle (erf, d >= k + 1)")
+    s.add_argument("--delta", type=float, default=None, help="with --saddle: perturbation size (default 0)")
+    s.add_argument("--direction", choices=("hessian", "random"), default=None,
+                   help="with --saddle: perturbation direction (default hessian)")
+    s.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds seed..seed+N-1 in one batch")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--out", type=Path, default=None,
+                   help="FILE.json (NaN/inf as strings) or FILE.npz (default: JSON on stdout)")
+    s.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("evaluate", help="landscape quantities of a particle measure")
     ev = p.add_subparsers(dest="model", required=True, parser_class=_Parser)
@@ -301,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures, measured side by side on this device")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, default=Path("reports/bench.json"))
+    p.add_argument("--no-catalogue", dest="catalogue", action="store_false",
+                   help="skip timing the quick catalogue (a `verify run --budget quick` subprocess)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("baseline", help="regenerate reports/baseline.json (quick budget, CPU, float64, seed 0)")

@@ -32,7 +32,8 @@ def trajectory_figure(figure_dir, name: str, title: str, panels: Sequence[Mappin
     """One row of panels; each panel is a mapping with keys
 
     ``t`` (T,), ``series`` {label: (T,)}, optional ``predicted`` {label: (t, y)} drawn dashed,
-    ``vlines`` {label: x} (phase boundaries), ``ylabel``, ``logy``, ``logx``.
+    ``vlines`` {label: x} (phase boundaries), ``hlines`` {label: y} (levels), ``xlabel`` (default "GD step"),
+    ``ylabel``, ``logy``, ``logx``.
     Returns the report-relative figure paths (empty when ``figure_dir`` is None).
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
@@ -45,7 +46,9 @@ def trajectory_figure(figure_dir, name: str, title: str, panels: Sequence[Mappin
         for j, (label, x) in enumerate(panel.get("vlines", {}).items()):
             if np.isfinite(x):
                 ax.axvline(x, ls=":", color=colours[(j + 3) % len(colours)], label=label)
-        ax.set_xlabel("GD step")
+        for label, y in panel.get("hlines", {}).items():
+            ax.axhline(y, ls="-.", color="grey", lw=1.0, label=label)
+        ax.set_xlabel(panel.get("xlabel", "GD step"))
         ax.set_ylabel(panel.get("ylabel", ""))
         if panel.get("logy"):
             ax.set_yscale("log")

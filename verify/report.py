@@ -93,8 +93,8 @@ def _markdown(report: dict) -> str:
              f"- command: `{run['command']}`", f"- git: `{run['git_sha']}`",
              f"- device: {run['device_name']}; {run['dtype_policy']}",
              f"- seed {run['seed']}; wall time {run['wall_time_s']} s; started {run['started_utc']}",
-             f"- packages: " + ", ".join(f"{k} {v}" for k, v in run["packages"].items()),
-             f"- verdicts: " + ", ".join(f"{k} {v}" for k, v in report["summary"].items()), "",
+             "- packages: " + ", ".join(f"{k} {v}" for k, v in run["packages"].items()),
+             "- verdicts: " + ", ".join(f"{k} {v}" for k, v in report["summary"].items()), "",
              f"> {report['provenance_note']}", "",
              "| claim | paper | where | provenance | verdict | summary |", "|---|---|---|---|---|---|"]
     for r in report["claims"]:
@@ -111,7 +111,7 @@ def _markdown(report: dict) -> str:
         lines += [f"| {k} | {_fmt(v)} |" for k, v in r["evidence"].items()]
         if r["counterexample"]:
             lines += ["", f"Counterexample: `{json.dumps(r['counterexample'])}`"]
-        lines += [f"", *[f"![{Path(f).stem}]({f})" for f in r["figures"]]]
+        lines += ["", *[f"![{Path(f).stem}]({f})" for f in r["figures"]]]
         if r["traceback"]:
             lines += ["", "```", r["traceback"].rstrip(), "```"]
     return "\n".join(lines) + "\n"

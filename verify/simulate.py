@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from sims.softmax_icl import SoftmaxConfig, simulate_full, simulate_reduced
 from theory.errors import InputError
 from verify import atomic
@@ -69,10 +67,7 @@ def simulate_softmax_command(args) -> int:
     elif out.suffix == ".json":
         atomic.write_json(out, traj.to_json_dict())
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp.npz")
-        np.savez(tmp, **traj.to_arrays())
-        tmp.replace(out)
+        atomic.write_npz(out, traj.to_arrays())
     if out is not None:
         final = traj.select(0)
         print(f"wrote {out}: {len(traj.t)} logged steps; final loss {float(final.loss[0, -1]):.6g}, "

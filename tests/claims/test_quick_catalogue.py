@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from verify.diff import diff_reports
 from verify.registry import all_claims
 from verify.report import load_report
 

@@ -9,6 +9,9 @@ PLANTED = [
     ("landscape.theorem3.3.curvature-sign", {"sign": 1.0}, "sign flip: positive curvature at the saddle"),
     ("landscape.critical.lower-bound", {"factor": 2.0}, "wrong constant: L >= lambda_min(S_oo) rank(S_mu)"),
     ("landscape.lemma3.1.linear-rate", {"rate_factor": 2.0}, "wrong constant: twice the W-flow rate"),
+    ("landscape.flow.monotone-decrease", {"dissipation_factor": 2.0}, "wrong constant: dL/dt = -2 int |grad V|^2"),
+    ("landscape.saddle.plateau-log-delta", {"rate_factor": 2.0}, "wrong exponent: plateau log(1/delta) / (2|lambda|)"),
+    ("landscape.saddle.noise-escapes", {"escaping_modes": ("flow", "noise")}, "swapped: plain flow leaves the saddle"),
 ]
 
 

@@ -15,6 +15,10 @@ __all__ = ["PAPER", "BASE_ASSUMPTIONS", "EPS64", "config", "measures", "worst_ou
 
 PAPER = "landscape"
 EPS64 = float(np.finfo(np.float64).eps)
+#: Refused before anything is allocated (``--set M=...``): 1e8 float64 = 0.8 GB of particles; the particle
+#: Wasserstein Hessian (autograd, dense) of the saddle claims at 2.5e7 entries = 0.2 GB.
+MAX_PARTICLE_FLOATS = 100_000_000
+MAX_HESSIAN_FLOATS = 25_000_000
 
 BASE_ASSUMPTIONS = (
     Assumption("activation in erf, probit, relu, sigmoid, tanh", lambda c: c["activation"] in ACTIVATIONS),
@@ -22,6 +26,11 @@ BASE_ASSUMPTIONS = (
     Assumption("d >= k (orthonormal teacher directions)", lambda c: int(c["d"]) >= int(c["k"])),
     Assumption("saddle needs an odd activation (erf) and d >= k + 1",
                lambda c: c.get("kind") != "saddle" or (c["activation"] == "erf" and int(c["d"]) >= int(c["k"]) + 1)),
+    Assumption(f"particles fit in memory: M (k + d) <= {MAX_PARTICLE_FLOATS:.0e} floats",
+               lambda c: int(c["M"]) * (int(c["k"]) + int(c["d"])) <= MAX_PARTICLE_FLOATS),
+    Assumption(f"saddle claims form the particle Hessian: (M (k + d))^2 <= {MAX_HESSIAN_FLOATS:.1e} floats",
+               lambda c: c.get("kind") != "saddle" or (int(c["M"]) * (int(c["k"]) + int(c["d"]))) ** 2
+               <= MAX_HESSIAN_FLOATS),
 )
 
 

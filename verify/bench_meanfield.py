@@ -1,0 +1,191 @@
+"""Mean-field figures of ``verify bench``: time per step as the particle count M grows, and peak memory.
+
+Both are measured on the device the bench runs on, in the same run as the other figures
+(:mod:`verify.bench`).  The step is the two-timescale particle flow of :func:`sims.meanfield.simulate`
+(W = W*(mu) at every step), whose cost is the two tiled kernel passes over all particle pairs
+(:func:`sims.meanfield_kernels.kernel_means` for c_m, c_o and
+:func:`sims.meanfield_kernels.kernel_means_and_grad` for grad_w V): O(M^2) work, so the fitted exponent
+b of time ~ a M^b approaches 2 once the per-operation overhead is amortised; memory is bounded by the
+tile (:data:`theory.gaussian.DEFAULT_TILE` squared per temporary), never M^2.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from sims.meanfield import MeanFieldConfig, simulate
+
+__all__ = ["DEFAULT_MS", "meanfield_scaling", "meanfield_memory", "fit_exponent", "step_peak_memory"]
+
+#: Particle counts of the ``verify bench`` sweep (a few tens of seconds in total on one CPU thread).
+DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _config(M: int, steps: int, activation: str, d: int, k: int) -> MeanFieldConfig:
+    return MeanFieldConfig(d=d, k=k, M=M, activation=activation, steps=steps, log_every=steps, seed=0)
+
+
+def fit_exponent(Ms: Sequence[float], seconds: Sequence[float]) -> float:
+    """Least-squares slope b of log(seconds) = log a + b log M (NaN with fewer than two points).
+
+    Parameters
+    ----------
+    Ms, seconds : sequence of float
+        Particle counts and the measured times, same length.
+
+    Returns
+    -------
+    float
+        The fitted exponent b.
+    """
+    if len(Ms) < 2:
+        return math.nan
+    return float(np.polyfit(np.log(np.asarray(Ms, float)), np.log(np.asarray(seconds, float)), 1)[0])
+
+
+def meanfield_scaling(device: torch.device, Ms: Sequence[int] = DEFAULT_MS, *, d: int = 20, k: int = 5,
+                      steps: int = 3, activation: str = "erf", large_from: int = 1000) -> dict:
+    """Seconds per mean-field step as M grows, and the fitted exponent of time ~ a M^b.
+
+    For each M, one config (two-timescale flow, orthonormal teacher of k neurons, ``activation``,
+    float64) is run by :func:`sims.meanfield.simulate` for ``steps`` steps with logs at the first and
+    last step only.  A run evaluates the particle field ``steps + 1`` times (the last evaluation only
+    logs), so ``seconds_per_step`` is the run's wall time divided by ``steps + 1``; it includes the
+    O(M) setup (initial particles, teacher covariance), negligible beside the O(M^2) kernel passes.
+    Times are the best of 3 runs for M <= 1000 and of 1 run above (after one tiny warm-up run, M = 8),
+    device-synchronised.
+
+    ``exponent`` is the least-squares slope over every M; ``exponent_large_M`` over M >= ``large_from``
+    only, where per-operation overhead no longer dominates (expect about 2: the kernel means are
+    all-pairs).  ``pairs_per_s`` is M (M + k) particle-source pairs of one step divided by its time
+    at the largest M (each pair is visited twice: once for the kernel means, once for their gradient).
+
+    Returns
+    -------
+    dict
+        ``M`` (list), ``seconds_per_step`` (list), ``exponent``, ``exponent_large_M``, ``pairs_per_s``,
+        and the shape (``d``, ``k``, ``activation``, ``steps``, ``dynamics``).
+    """
+    simulate(_config(8, 1, activation, d, k), device=device)  # warm-up: vmap and kernel set-up
+    seconds = []
+    for M in Ms:
+        cfg = _config(M, steps, activation, d, k)
+        best = math.inf
+        for _ in range(3 if M <= 1000 else 1):
+            _sync(device)
+            start = time.perf_counter()
+            simulate(cfg, device=device)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        seconds.append(best / (steps + 1))
+    large = [i for i, M in enumerate(Ms) if M >= large_from]
+    M_top = Ms[-1]
+    return {"activation": activation, "d": d, "k": k, "dynamics": "two-timescale", "steps": steps,
+            "M": list(Ms), "seconds_per_step": seconds, "exponent": fit_exponent(Ms, seconds),
+            "exponent_large_M": fit_exponent([Ms[i] for i in large], [seconds[i] for i in large]),
+            "pairs_per_s": M_top * (M_top + k) / seconds[-1]}
+
+
+# Child process of :func:`step_peak_memory`: one fresh interpreter, one step, prints a JSON line.
+_CHILD = r"""
+import json, resource, sys
+import torch
+from sims.meanfield import MeanFieldConfig, simulate
+
+M, d, k, activation, device, threads = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+device = torch.device(device)
+cfg = lambda m: MeanFieldConfig(d=d, k=k, M=m, activation=activation, steps=1, log_every=1, seed=0)
+simulate(cfg(8), device=device)  # warm-up (tiny: its temporaries stay far below the measured peak)
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+if device.type == "cuda":
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    simulate(cfg(M), device=device)
+    torch.cuda.synchronize(device)
+    out = {"method": "torch.cuda.max_memory_allocated", "base": base,
+           "peak": torch.cuda.max_memory_allocated(device)}
+else:
+    try:  # Linux: reset the high-water mark to the current resident size, read it back after the step
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = status("VmRSS")
+        simulate(cfg(M), device=device)
+        out = {"method": "VmHWM after /proc/self/clear_refs reset", "base": base, "peak": status("VmHWM")}
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        simulate(cfg(M), device=device)
+        out = {"method": "getrusage ru_maxrss", "base": base,
+               "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
+print(json.dumps(out))
+"""
+
+
+def step_peak_memory(device: torch.device, M: int, *, d: int = 20, k: int = 5, activation: str = "erf",
+                     timeout: float = 3600.0) -> dict:
+    """Peak memory of one mean-field step at M particles, measured in a fresh subprocess.
+
+    The child process imports the simulator, runs a tiny warm-up (M = 8), then one
+    :func:`sims.meanfield.simulate` run of one step (two particle-field evaluations, two-timescale,
+    float64) at M.  On the CPU it resets the kernel's resident-set high-water mark
+    (``/proc/self/clear_refs`` = 5) and reports VmHWM - VmRSS around the run: every page the process
+    touched at once (torch tensors, autograd saved tensors, allocator slack, Python objects), so it
+    is an upper bound on the tensors' own peak; where ``clear_refs`` is not writable, the increase
+    of ``getrusage(RUSAGE_SELF).ru_maxrss``.  On CUDA it reports ``torch.cuda.max_memory_allocated``
+    minus the allocation before the run (tensors only, not the caching allocator's reserve).
+
+    Returns
+    -------
+    dict
+        ``M``, ``peak_bytes`` (the increase during the step), ``base_bytes`` (resident or allocated
+        before it), ``m_squared_bytes`` (8 M^2: one M x M float64 kernel), their ratio
+        ``peak_over_m_squared`` and ``method``.
+    """
+    arg = json.dumps([M, d, k, activation, str(device), torch.get_num_threads()])
+    proc = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe at M = {M} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    peak = max(0, out["peak"] - out["base"])
+    return {"M": M, "peak_bytes": peak, "base_bytes": out["base"], "m_squared_bytes": 8 * M * M,
+            "peak_over_m_squared": peak / (8.0 * M * M), "method": out["method"]}
+
+
+def meanfield_memory(device: torch.device, Ms: Sequence[int] = (DEFAULT_MS[2], DEFAULT_MS[-1]), *,
+                     d: int = 20, k: int = 5, activation: str = "erf") -> dict:
+    """Peak memory of one step at a moderate and at the largest M, against M^2 float64s.
+
+    :func:`step_peak_memory` at each M of ``Ms``: the kernel is contracted in tiles of at most
+    :data:`theory.gaussian.DEFAULT_TILE` squared pairs, so once M exceeds the tile side the peak stays
+    near a constant (tile temporaries) plus O(M) particle data, while 8 M^2 bytes grow quadratically.
+
+    Returns
+    -------
+    dict
+        ``M`` (list), ``peak_mb`` (list, MiB), ``m_squared_mb`` (list, MiB), ``peak_over_m_squared``
+        at the largest M, ``method``.
+    """
+    runs = [step_peak_memory(device, M, d=d, k=k, activation=activation) for M in Ms]
+    mib = float(1 << 20)
+    return {"M": list(Ms), "peak_mb": [r["peak_bytes"] / mib for r in runs],
+            "m_squared_mb": [r["m_squared_bytes"] / mib for r in runs],
+            "peak_over_m_squared": runs[-1]["peak_over_m_squared"], "method": runs[-1]["method"]}

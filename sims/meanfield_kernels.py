@@ -8,8 +8,7 @@ The mean-field step needs, for C configs at once, the kernel means
 with K(w, w') = E[sigma(w.x) sigma(w'.x)], x ~ N(0, I_d), the pair kernel of
 :func:`theory.gaussian.pair_kernel` (closed forms for erf/probit/relu, Gauss-Hermite quadrature for
 sigmoid/tanh).  We never copy its formulas: each (C, t1, t2) tile calls ``pair_kernel`` through
-``torch.vmap`` over the config axis (a per-config loop for relu, whose custom autograd Function has no
-vmap rule), and gradients come from autograd of that tile alone, so no M x M kernel and no graph over
+``torch.vmap`` over the config axis, and gradients come from autograd of that tile alone, so no M x M kernel and no graph over
 tiles is ever held.
 """
 from __future__ import annotations
@@ -27,14 +26,12 @@ __all__ = ["QUAD_TILE_BUDGET", "batched_pair_kernel", "tile_side", "kernel_means
 #: Quadrature temporaries of one tile are capped at this many floats (C * t1 * t2 * nodes).
 QUAD_TILE_BUDGET = 1 << 22
 
-_NO_VMAP = ("relu",)  # activations whose pair kernel cannot run under torch.vmap
-
 
 def batched_pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None) -> Tensor:
     """K[c, i, j] = E[sigma(W1[c, i].x) sigma(W2[c, j].x)] for every config c.
 
-    :func:`theory.gaussian.pair_kernel` mapped over the leading config axis (``torch.vmap``; a loop
-    over configs for relu). Spec section 6 (facts). Provenance: as ``pair_kernel``.
+    :func:`theory.gaussian.pair_kernel` mapped over the leading config axis (``torch.vmap``).
+    Spec section 6 (facts). Provenance: as ``pair_kernel``.
 
     Parameters
     ----------
@@ -46,8 +43,6 @@ def batched_pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = N
     Tensor
         (C, M1, M2), differentiable in both arguments.
     """
-    if name in _NO_VMAP:
-        return torch.stack([pair_kernel(name, W1[c], W2[c], order) for c in range(W1.shape[0])])
     return torch.vmap(partial(pair_kernel, name, order=order))(W1, W2)  # (C, M1, M2)
 
 

@@ -180,14 +180,20 @@ class _ArcCos1(torch.autograd.Function):
 
     Autograd through sqrt(G) gives 0 * inf at aligned particles (G = 0); the partials themselves are
     finite there, so backward uses them directly. They are written in differentiable torch ops, so
-    second derivatives work wherever the kernel is twice differentiable (not at G = 0).
+    second derivatives work wherever the kernel is twice differentiable (not at G = 0). Written with a
+    separate ``setup_context`` so that ``torch.vmap`` can batch it over configs (``generate_vmap_rule``).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
-        ctx.save_for_backward(S11, S22, S12)
+    def forward(S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
         s = _safe_sqrt(S11 * S22 - S12 * S12)
         return (s + (math.pi - torch.atan2(s, S12)) * S12) / (2.0 * math.pi)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -34,11 +34,11 @@ import time
 from typing import Callable
 
 import torch
-from timing import best_time, sync
 
 from sims.meanfield import MeanFieldConfig, landscape, make_student, make_teacher, particle_field, simulate
 from theory.gaussian import DEFAULT_TILE
 from verify.bench_meanfield import fit_exponent
+from verify.timing import best_time, sync
 
 
 def _status(field: str) -> int:

@@ -18,10 +18,10 @@ import json
 import time
 
 import torch
-from timing import best_time, sync
 
 from sims.softmax_full import GRADIENTS, FullStep
 from sims.softmax_icl import COMPILE_MODES, SoftmaxConfig, compiled, reuse_freed_memory
+from verify.timing import best_time, sync
 
 
 def measure(args, grad: str) -> dict:

@@ -13,10 +13,10 @@ import json
 
 import numpy as np
 import torch
-from timing import best_time
 
 from sims.softmax_full import FullStep
 from sims.softmax_icl import SoftmaxConfig, compile_mode, compiled, reuse_freed_memory, simulate_reduced
+from verify.timing import best_time
 
 
 def reduced_step_s(C: int, N: int | None, device: torch.device, steps: int = 100) -> float:

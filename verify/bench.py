@@ -27,27 +27,10 @@ from theory import gaussian
 from verify import atomic
 from verify.bench_meanfield import meanfield_memory, meanfield_scaling
 from verify.report import device_name
+from verify.timing import best_time
 
 __all__ = ["run_bench", "softmax_sweep", "full_model_flops", "kernel_vs_monte_carlo", "quick_catalogue",
            "format_table"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
-    """Best wall time of ``repeats`` calls (after one warm-up call), seconds."""
-    fn()
-    _sync(device)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def softmax_sweep(device: torch.device, C: int = 64, steps: int = 400, K: int = 10) -> dict:
@@ -58,11 +41,11 @@ def softmax_sweep(device: torch.device, C: int = 64, steps: int = 400, K: int = 
     """
     configs = [SoftmaxConfig.dominant(K, 0.3 + 0.4 * i / (C - 1), eta=0.5 + 1.5 * (i % 8) / 7, steps=steps,
                                       log_every=10) for i in range(C)]
-    batched = _timed(lambda: simulate_reduced(configs, device=device), device, repeats=2)
-    single = _timed(lambda: [simulate_reduced([c], device=device) for c in configs], device, repeats=1)
+    batched = best_time(lambda: simulate_reduced(configs, device=device), device, repeats=2)
+    single = best_time(lambda: [simulate_reduced([c], device=device) for c in configs], device, repeats=1)
     sweep = {seeds: [SoftmaxConfig.dominant(K, 0.5, eta=0.5 + 0.1 * i, N=50, steps=steps // 20, seed=i % seeds)
                      for i in range(16)] for seeds in (1, 16)}
-    sampled = {seeds: _timed(lambda: simulate_reduced(cfgs, device=device), device, repeats=2)
+    sampled = {seeds: best_time(lambda: simulate_reduced(cfgs, device=device), device, repeats=2)
                for seeds, cfgs in sweep.items()}
     return {"configs": C, "K": K, "steps": steps, "batched_s": batched, "one_by_one_s": single,
             "speedup": single / batched, "config_steps_per_s": C * steps / batched,
@@ -84,17 +67,17 @@ def full_model_flops(device: torch.device, C: int = 16, batch: int = 1024, N: in
     by ``steps``.
     """
     cfgs = [SoftmaxConfig.balanced(K, d=K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
-    run_s = _timed(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
+    run_s = best_time(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
     mode = compile_mode(None, device)
     step_s = {}
     for grad in ("manual", "counts"):
         full = FullStep.build(cfgs, device, torch.float64, grad)
         step = compiled(full, mode)
-        step_s[grad] = _timed(lambda: full.run(steps, step), device) / steps
+        step_s[grad] = best_time(lambda: full.run(steps, step), device) / steps
     flops = C * (11.0 * batch * N + 4.0 * 2 * K ** 3)
     a = torch.randn(C * batch, N, device=device, dtype=torch.float64)
     b = torch.randn(N, N, device=device, dtype=torch.float64)
-    mm_s = _timed(lambda: a @ b, device, repeats=5)
+    mm_s = best_time(lambda: a @ b, device, repeats=5)
     mm_flops = 2.0 * C * batch * N * N
     return {"configs": C, "batch": batch, "N": N, "K": K, "compile": mode or "eager", "step_s": step_s["manual"],
             "step_gflops": flops / step_s["manual"] / 1e9, "matmul_gflops": mm_flops / mm_s / 1e9,
@@ -120,8 +103,8 @@ def kernel_vs_monte_carlo(device: torch.device, M: int = 256, d: int = 20, targe
         if err <= target or n >= 1 << 22:
             break
         n *= 2
-    closed_s = _timed(lambda: gaussian.pair_kernel("erf", W, W), device)
-    mc_s = _timed(lambda: gaussian.mc_pair_kernel("erf", W, W, n, generator=gen), device)
+    closed_s = best_time(lambda: gaussian.pair_kernel("erf", W, W), device)
+    mc_s = best_time(lambda: gaussian.mc_pair_kernel("erf", W, W, n, generator=gen), device)
     return {"M": M, "d": d, "target_relative_error": target, "mc_samples": n, "mc_relative_error": err,
             "closed_form_s": closed_s, "monte_carlo_s": mc_s, "speedup": mc_s / closed_s}
 

@@ -21,16 +21,12 @@ import numpy as np
 import torch
 
 from sims.meanfield import MeanFieldConfig, simulate
+from verify.timing import sync
 
 __all__ = ["DEFAULT_MS", "meanfield_scaling", "meanfield_memory", "fit_exponent", "step_peak_memory"]
 
 #: Particle counts of the ``verify bench`` sweep (a few tens of seconds in total on one CPU thread).
 DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _config(M: int, steps: int, activation: str, d: int, k: int) -> MeanFieldConfig:
@@ -84,10 +80,10 @@ def meanfield_scaling(device: torch.device, Ms: Sequence[int] = DEFAULT_MS, *, d
         cfg = _config(M, steps, activation, d, k)
         best = math.inf
         for _ in range(3 if M <= 1000 else 1):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             simulate(cfg, device=device)
-            _sync(device)
+            sync(device)
             best = min(best, time.perf_counter() - start)
         seconds.append(best / (steps + 1))
     large = [i for i, M in enumerate(Ms) if M >= large_from]
@@ -103,6 +99,7 @@ _CHILD = r"""
 import json, resource, sys
 import torch
 from sims.meanfield import MeanFieldConfig, simulate
+from verify.timing import sync
 
 M, d, k, activation, device, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)

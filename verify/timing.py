@@ -1,4 +1,4 @@
-"""Wall-clock timing shared by the benchmark scripts (device-synchronised, best of several runs)."""
+"""Wall-clock timing shared by ``verify bench`` and benchmarks/ (device-synchronised, best of several runs)."""
 from __future__ import annotations
 
 import time

@@ -9,6 +9,8 @@ into preallocated buffers and no host synchronisation inside the step loop:
 - joint training: an explicit W, W -= lr w_speed grad_W L_TF(mu_t, W), while the particles follow the
   first variation of L_TF(., W) at the current W (:func:`sims.meanfield_landscape.variation_coefficients`);
 - conservative birth-death and noise injection (:mod:`sims.meanfield_noise`), each switchable per config;
+- ``compile``: the field evaluation of a step (kernel means, landscape, first variation and its
+  gradient) goes through ``torch.compile`` with static shapes, by default exactly on CUDA;
 - singular S_mm: a config whose S_mm is non-finite or has cond > COND_MAX (theory's threshold) is
   marked failed at that step (``failed_at``), its particles and W frozen where the failure was
   detected, and its logs NaN from that step on (except lambda_min and cond of S_mm, which say why);
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from sims.devices import checked_device
+from sims.devices import checked_device, compile_mode, compiled
 from sims.meanfield_config import (
     DYNAMICS, PRESETS, TEACHERS, MeanFieldConfig, check_batch, preset,
 )
@@ -198,7 +201,7 @@ def particle_field(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, W
 def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cpu",
              dtype: torch.dtype = torch.float64, init: Sequence[ParticleMeasure] | None = None,
              teachers: Sequence[ParticleMeasure] | None = None,
-             tile: int = DEFAULT_TILE) -> MeanFieldTrajectory:
+             tile: int = DEFAULT_TILE, compile: bool | str | None = None) -> MeanFieldTrajectory:
     """Run C mean-field configs in one batch and return their logged trajectories.
 
     Each step evaluates, at the current particles theta_i = (a_i, w_i) and W:
@@ -232,6 +235,11 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
         One uniform teacher per config; default :func:`sims.meanfield_init.make_teacher`.
     tile : int
         Kernel tile side (:func:`sims.meanfield_kernels.tile_side`); the M x M kernel is never formed.
+    compile : bool, str or None
+        ``torch.compile`` the field evaluation of a step (:func:`particle_field`, static shapes), as
+        :func:`sims.softmax_icl.compile_mode` reads it: None follows ``$VERIFY_COMPILE`` (unset: on
+        exactly when the device is CUDA). Compiled numbers equal eager ones to rounding (fused kernels
+        reorder sums), not bit for bit.
 
     Returns
     -------
@@ -279,6 +287,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
     events = torch.zeros(C, dtype=torch.long, device=dev)  # (C,)
     noise_steps = torch.zeros(C, dtype=torch.long, device=dev)  # (C,)
     recorder = MeanFieldRecorder(batch, k_o, dev, dtype)
+    field_of = compiled(partial(particle_field, name, S_oo=S_oo, **kern), compile_mode(compile, dev))
     bd_keys = birth_death_keys(seeds, cfg.steps) if any_bd else None  # (C, steps)
     xi_keys = noise_keys(seeds, cfg.steps) if any_noise else None  # (C, steps, 2)
 
@@ -286,8 +295,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
         if step == 0 and any_joint:
             W0 = landscape(name, a, w, ta, tw, S_oo=S_oo, **kern)[0].W_star  # (C, k, k)
             W = torch.where((joint & optimal_init)[:, None, None], W0, W)
-        field = particle_field(name, a, w, ta, tw, W=W if any_joint else None,
-                               joint=joint if any_joint else None, S_oo=S_oo, **kern)
+        field = field_of(a, w, ta, tw, W=W if any_joint else None, joint=joint if any_joint else None)
         land, g, grad_w, V, grad_sq, W_use = (field.land, field.grad_a, field.grad_w, field.V,
                                               field.grad_sq, field.W)
         failed_at = torch.where(alive & ~land.ok, step, failed_at)

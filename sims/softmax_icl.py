@@ -24,12 +24,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
-from sims.devices import checked_device
+from sims.devices import COMPILE_ENV, COMPILE_MODES, checked_device, compile_mode, compiled
 from sims.softmax_config import SoftmaxConfig, check_batch
 from sims.softmax_counts import (
     DEFAULT_COUNT_SAMPLES, EXACT_ENUMERATION_LIMIT, CountEnsemble, expectation_method, expected_quantities,
@@ -59,13 +58,6 @@ __all__ = [
     "reuse_freed_memory",
 ]
 
-COMPILE_ENV = "VERIFY_COMPILE"
-"""Environment variable read when ``compile=None``: 0/1 (off/on), auto (on with CUDA), or a mode name."""
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-"""``torch.compile`` modes accepted by ``compile=`` (``"reduce-overhead"`` captures CUDA graphs)."""
-
-
 class _Batch:
     """What both simulators share: validated configs, device, compile mode (:func:`compile_mode`), padded
     p (C, K), step sizes (C,), count ensemble and recorder."""
@@ -82,36 +74,6 @@ class _Batch:
         self.eta = torch.tensor([cfg.eta for cfg in self.configs], device=self.device, dtype=dtype)  # (C,)
         self.counts = CountEnsemble(self.configs, self.K, self.steps, self.device, dtype, count_samples, exact_limit)
         self.recorder = TrajectoryRecorder(self.configs, self.p)
-
-
-def compile_mode(setting: bool | str | None, device: torch.device) -> str | None:
-    """The ``torch.compile`` mode of a simulator's ``compile=`` setting, or None for eager.
-
-    ``setting``: True (mode "default"), False, a name in :data:`COMPILE_MODES`, or None: read
-    ``$VERIFY_COMPILE`` (0/1/auto or a mode; unset means auto), auto meaning on exactly when ``device`` is CUDA.
-    """
-    if setting is None:
-        setting = os.environ.get(COMPILE_ENV, "auto").strip().lower()
-        setting = {"": "auto", "0": False, "1": True, "false": False, "true": True}.get(setting, setting)
-        setting = device.type == "cuda" if setting == "auto" else setting
-    if setting is True:
-        return "default"
-    if setting is False:
-        return None
-    if setting not in COMPILE_MODES:
-        raise InputError(f"compile must be True, False or one of {list(COMPILE_MODES)} (also in ${COMPILE_ENV}, "
-                         f"where 0, 1 and auto are accepted), got {setting!r}")
-    return setting
-
-
-def compiled(step: Callable, mode: str | None) -> Callable:
-    """``step`` compiled by ``torch.compile`` in ``mode`` (from :func:`compile_mode`); ``step`` itself for None.
-
-    Static shapes (``dynamic=False``): one graph per batch shape, as CUDA graphs need.
-    """
-    if mode is None:
-        return step
-    return torch.compile(step, mode=None if mode == "default" else mode, dynamic=False)
 
 
 @functools.cache

@@ -592,6 +592,20 @@ def test_landscape_helper_matches_theory():
     assert bool(land.ok[0])
 
 
+def test_compiled_step_equals_eager():
+    """torch.compile of the step's field evaluation (what runs by default on CUDA) against eager on the
+    CPU: fused kernels reorder sums, so equal to rounding (a few ulps per step, amplified by cond(S_mm)
+    <~ 1e2 over 8 steps), not bit for bit; counters exactly. Both dynamics, birth-death on."""
+    base = _cfg(M=8, steps=8, log_every=2, lr=0.1)
+    cfgs = [dataclasses.replace(base, seed=1, birth_death=20.0),
+            dataclasses.replace(base, seed=2, dynamics="joint", a_scale=3.0, lr=0.02)]
+    eager, fused = simulate(cfgs, compile=False), simulate(cfgs, compile=True)
+    assert torch.equal(eager.events, fused.events) and torch.equal(eager.failed_at, fused.failed_at)
+    for name in ("loss", "loss_tf", "cond", "s_mu_eig", "grad_sq", "a", "w", "W"):
+        torch.testing.assert_close(fused.__dict__[name], eager.__dict__[name], rtol=ROUNDOFF, atol=ROUNDOFF,
+                                   msg=name)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():

@@ -12,9 +12,11 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
-from sims.meanfield import MeanFieldConfig, MeanFieldTrajectory, perturb, plateau_length, saddle_escape_rate
-from sims.meanfield import simulate, strict_saddle
+from sims.meanfield import MeanFieldConfig, MeanFieldTrajectory, landscape, perturb, plateau_length
+from sims.meanfield import saddle_escape_rate, simulate, strict_saddle
+from sims.meanfield_init import make_student, make_teacher
 from verify.claims.landscape_common import BASE_ASSUMPTIONS, EPS64, PAPER
 from verify.figures import trajectory_figure
 from verify.registry import Assumption, Claim, RunContext, register
@@ -134,9 +136,20 @@ def _tracks_sweep(budget: str) -> list[dict]:
             for r in range(reps) for dyn, ws in (("two-timescale", 1.0), ("joint", 1.0), ("joint", 10.0))]
 
 
+def _w_hessian_condition(cfg: Mapping, ctx: RunContext) -> float:
+    """cond of the W Hessian E -> S_mo S_om E S_mm of L_TF at the initial measure (derived): its eigenvalues
+    are products of those of S_mo S_om and S_mm, so cond = cond(S_mo S_om) cond(S_mm)."""
+    mf = _mf_config(cfg, ctx)
+    land = landscape(mf.activation, *make_student([mf], device=ctx.device), *make_teacher([mf], device=ctx.device))[0]
+    P = torch.linalg.eigvalsh(land.S_mo @ land.S_om)[0]  # (k,)
+    S = torch.linalg.eigvalsh(land.S_mm)[0]  # (k,)
+    return float(P[-1] * S[-1] / (P[0] * S[0]))
+
+
 def _measure_tracks(configs, ctx) -> list[dict]:
     return [{"time": [float(t) for t in traj.time[0]], "loss_tf": _series(traj, "loss_tf"),
-             "failed_at": int(traj.failed_at[0])} for traj in _run(configs, ctx)]
+             "failed_at": int(traj.failed_at[0]), "w_hessian_condition_at_start": _w_hessian_condition(cfg, ctx)}
+            for cfg, traj in zip(configs, _run(configs, ctx))]
 
 
 def _judge_tracks(configs, rows, params, ctx) -> Outcome:
@@ -156,7 +169,8 @@ def _judge_tracks(configs, rows, params, ctx) -> Outcome:
         still_descending = bool(loss[-1] < 0.9 * quarter)
         key = f"seed+{cfg['seed_offset']} w_speed={cfg['w_speed']:g}"
         evidence[key] = {"L_TF joint (T)": float(loss[-1]), "L static (T)": ref["loss_tf"][-1],
-                         "ratio": ratio, "still descending": still_descending, "failed_at": row["failed_at"]}
+                         "ratio": ratio, "still descending": still_descending, "failed_at": row["failed_at"],
+                         "cond(W Hessian) at start": row["w_hessian_condition_at_start"]}
         verdicts.append(Verdict.VERIFIED if ratio <= params["ratio"] and row["failed_at"] < 0 else
                         Verdict.INCONCLUSIVE if still_descending else Verdict.REFUTED)
         panels.setdefault(cfg["seed_offset"], {"static (W = W*)": ref["loss_tf"]})[f"joint, w_speed {cfg['w_speed']:g}"] = \

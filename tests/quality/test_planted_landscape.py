@@ -21,3 +21,12 @@ def test_planted_false_claim_is_refuted(claim_id, params, why):
     result = run_claim(get(claim_id).variant(f"planted.{claim_id}", **params), ctx)
     assert result["verdict"] == "REFUTED", (why, result["summary"])
     assert result["counterexample"], "a refutation must name its counterexample"
+
+
+def test_the_refuting_attention_check_can_also_verify():
+    """landscape.attention.tracks-static is REFUTED on the real run; with a factor above the measured ratios
+    (121-237) the same rows must verify, so the refutation comes from the numbers, not from the check."""
+    ctx = RunContext(device=torch.device("cpu"), budget="quick", seed=0)
+    claim = get("landscape.attention.tracks-static")
+    assert run_claim(claim, ctx)["verdict"] == "REFUTED"
+    assert run_claim(claim.variant("control.tracks-static", ratio=1e3), ctx)["verdict"] == "VERIFIED"

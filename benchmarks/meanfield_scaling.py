@@ -28,49 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import sys
-import time
-from typing import Callable
 
 import torch
 
 from sims.meanfield import MeanFieldConfig, landscape, make_student, make_teacher, particle_field, simulate
 from theory.gaussian import DEFAULT_TILE
-from verify.bench_meanfield import fit_exponent
+from verify.bench_meanfield import fit_exponent, peak_memory
 from verify.timing import best_time, sync
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
-def peak_memory(fn: Callable[[], object], device: torch.device) -> dict:
-    """Run ``fn`` once; its wall time and the peak memory it added (see the module docstring)."""
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base, method = torch.cuda.memory_allocated(device), "torch.cuda.max_memory_allocated"
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            base, method = _status("VmRSS"), "VmHWM after /proc/self/clear_refs reset"
-        except OSError:
-            scale = 1 if sys.platform == "darwin" else 1024
-            base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "getrusage ru_maxrss"
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    elif method.startswith("VmHWM"):
-        peak = _status("VmHWM")
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"seconds": seconds, "peak_bytes": max(0, peak - base), "base_bytes": base, "method": method}
 
 
 def _config(args, M: int, steps: int) -> MeanFieldConfig:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import torch
 
 from sims.softmax_full import FullStep
 from sims.softmax_icl import SoftmaxConfig, compile_mode, compiled, reuse_freed_memory, simulate_reduced
+from verify.bench_meanfield import fit_exponent
 from verify.timing import best_time
 
 
@@ -48,8 +48,8 @@ def main(argv=None) -> None:
              "full_step": lambda C: full_step_s(C, device)}
     for name, case in cases.items():
         times = [case(C) for C in args.sizes]
-        exponent = np.polyfit(np.log(args.sizes), np.log(times), 1)[0]
-        print(json.dumps({"case": name, "C": args.sizes, "step_s": times, "exponent": round(float(exponent), 3)}))
+        exponent = fit_exponent(args.sizes, times)
+        print(json.dumps({"case": name, "C": args.sizes, "step_s": times, "exponent": round(exponent, 3)}))
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def _sym(S: Tensor) -> Tensor:
 
 
 def _loss_tf_one(S_mm: Tensor, S_om: Tensor, S_oo: Tensor, W: Tensor, noise_var: Tensor) -> Tensor:
-    return loss_tf(Covariances(S_mm, S_om, S_oo), W) + 0.5 * noise_var
+    return loss_tf(Covariances(S_mm, S_om, S_oo), W, noise_var)
 
 
 def batched_loss_tf(S_mm: Tensor, S_om: Tensor, S_oo: Tensor, W: Tensor, noise_var: Tensor) -> Tensor:

@@ -129,9 +129,10 @@ def simulate_reduced(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device
     t = torch.zeros((), device=batch.device, dtype=torch.long)  # step counter
     for index in range(batch.steps + 1):  # the update after the last step is not used
         logged = batch.recorder.wants(index)
+        before = scores.clone() if logged else None  # a CUDA-graph replay may reuse the memory of ``scores``
         following, t, attn, loss = step(scores, t, logged)
         if logged:
-            batch.recorder.record(index, scores, attn, loss)
+            batch.recorder.record(index, before, attn, loss)
         scores = following
     return batch.recorder.result("reduced")
 

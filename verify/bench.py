@@ -120,8 +120,7 @@ def quick_catalogue(device: torch.device, timeout: float = 1800.0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["run", "--budget", "quick", "--device", device.type, "--seed", "0", "--out", tmp]
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", "import sys; from verify.cli import main; "
-                               "sys.exit(main(sys.argv[1:]))", *argv], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "verify.cli", *argv], capture_output=True, text=True,
                               timeout=timeout, check=False)
         process_s = time.perf_counter() - start
         report = Path(tmp) / "report.json"

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from sims.meanfield import MeanFieldConfig, simulate
-from verify.timing import sync
+from verify.fits import loglog_fit
+from verify.timing import best_time, sync
 
-__all__ = ["DEFAULT_MS", "meanfield_scaling", "meanfield_memory", "fit_exponent", "step_peak_memory"]
+__all__ = ["DEFAULT_MS", "meanfield_scaling", "meanfield_memory", "fit_exponent", "peak_memory",
+           "step_peak_memory"]
 
 #: Particle counts of the ``verify bench`` sweep (a few tens of seconds in total on one CPU thread).
 DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
@@ -48,7 +50,7 @@ def fit_exponent(Ms: Sequence[float], seconds: Sequence[float]) -> float:
     """
     if len(Ms) < 2:
         return math.nan
-    return float(np.polyfit(np.log(np.asarray(Ms, float)), np.log(np.asarray(seconds, float)), 1)[0])
+    return loglog_fit(Ms, seconds).slope
 
 
 def meanfield_scaling(device: torch.device, Ms: Sequence[int] = DEFAULT_MS, *, d: int = 20, k: int = 5,
@@ -78,13 +80,7 @@ def meanfield_scaling(device: torch.device, Ms: Sequence[int] = DEFAULT_MS, *, d
     seconds = []
     for M in Ms:
         cfg = _config(M, steps, activation, d, k)
-        best = math.inf
-        for _ in range(3 if M <= 1000 else 1):
-            sync(device)
-            start = time.perf_counter()
-            simulate(cfg, device=device)
-            sync(device)
-            best = min(best, time.perf_counter() - start)
+        best = best_time(lambda: simulate(cfg, device=device), device, repeats=3 if M <= 1000 else 1, warmup=False)
         seconds.append(best / (steps + 1))
     large = [i for i, M in enumerate(Ms) if M >= large_from]
     M_top = Ms[-1]
@@ -94,45 +90,55 @@ def meanfield_scaling(device: torch.device, Ms: Sequence[int] = DEFAULT_MS, *, d
             "pairs_per_s": M_top * (M_top + k) / seconds[-1]}
 
 
+def _status(field: str) -> int:
+    """A field of /proc/self/status in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> dict:
+    """Run ``fn`` once; its wall time and the peak memory it added (method: :func:`step_peak_memory`).
+
+    Returns ``seconds``, ``peak_bytes`` (increase over the start), ``base_bytes`` and ``method``.
+    """
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base, method = torch.cuda.memory_allocated(device), "torch.cuda.max_memory_allocated"
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            base, method = _status("VmRSS"), "VmHWM after /proc/self/clear_refs reset"
+        except OSError:
+            scale = 1 if sys.platform == "darwin" else 1024
+            base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "getrusage ru_maxrss"
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    elif method.startswith("VmHWM"):
+        peak = _status("VmHWM")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {"seconds": seconds, "peak_bytes": max(0, peak - base), "base_bytes": base, "method": method}
+
+
 # Child process of :func:`step_peak_memory`: one fresh interpreter, one step, prints a JSON line.
 _CHILD = r"""
-import json, resource, sys
+import json, sys
 import torch
 from sims.meanfield import MeanFieldConfig, simulate
-from verify.timing import sync
+from verify.bench_meanfield import peak_memory
 
 M, d, k, activation, device, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 device = torch.device(device)
 cfg = lambda m: MeanFieldConfig(d=d, k=k, M=m, activation=activation, steps=1, log_every=1, seed=0)
 simulate(cfg(8), device=device)  # warm-up (tiny: its temporaries stay far below the measured peak)
-
-def status(field):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-if device.type == "cuda":
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    simulate(cfg(M), device=device)
-    torch.cuda.synchronize(device)
-    out = {"method": "torch.cuda.max_memory_allocated", "base": base,
-           "peak": torch.cuda.max_memory_allocated(device)}
-else:
-    try:  # Linux: reset the high-water mark to the current resident size, read it back after the step
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = status("VmRSS")
-        simulate(cfg(M), device=device)
-        out = {"method": "VmHWM after /proc/self/clear_refs reset", "base": base, "peak": status("VmHWM")}
-    except OSError:
-        scale = 1 if sys.platform == "darwin" else 1024
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        simulate(cfg(M), device=device)
-        out = {"method": "getrusage ru_maxrss", "base": base,
-               "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
-print(json.dumps(out))
+print(json.dumps(peak_memory(lambda: simulate(cfg(M), device=device), device)))
 """
 
 
@@ -162,8 +168,8 @@ def step_peak_memory(device: torch.device, M: int, *, d: int = 20, k: int = 5, a
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe at M = {M} failed: {proc.stderr.strip().splitlines()[-1:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    peak = max(0, out["peak"] - out["base"])
-    return {"M": M, "peak_bytes": peak, "base_bytes": out["base"], "m_squared_bytes": 8 * M * M,
+    peak = out["peak_bytes"]
+    return {"M": M, "peak_bytes": peak, "base_bytes": out["base_bytes"], "m_squared_bytes": 8 * M * M,
             "peak_over_m_squared": peak / (8.0 * M * M), "method": out["method"]}
 
 

@@ -192,7 +192,6 @@ def cmd_simulate(args) -> int:
 
 def cmd_baseline(args) -> int:
     """Regenerate the committed CI baseline: the quick catalogue on the CPU, float64, seed 0."""
-    import shutil
     import tempfile
 
     atomic.check_target(args.out)
@@ -200,8 +199,7 @@ def cmd_baseline(args) -> int:
         code = main(["run", "--budget", "quick", "--device", "cpu", "--seed", "0", "--out", tmp])
         if code not in (0, 1, 3):
             return code
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(tmp) / "report.json", args.out)
+        atomic.write_text(args.out, (Path(tmp) / "report.json").read_text(encoding="utf-8"))
     print(f"wrote baseline {args.out}; commit it together with the change that moved it")
     return 0
 

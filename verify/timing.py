@@ -15,9 +15,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
-    """Best wall time of ``repeats`` calls of ``fn`` after one warm-up call (which compiles, if compiled)."""
-    fn()
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: bool = True) -> float:
+    """Best wall time of ``repeats`` calls of ``fn``, after one warm-up call (which compiles, if compiled)
+    unless ``warmup`` is False (for calls too long to repeat, warmed up by a smaller one)."""
+    if warmup:
+        fn()
     sync(device)
     best = float("inf")
     for _ in range(repeats):

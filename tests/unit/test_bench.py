@@ -30,9 +30,11 @@ def test_meanfield_scaling_fields():
 
 def test_meanfield_memory_fields():
     out = meanfield_memory(CPU, (32,))  # one fresh subprocess running one step
-    assert out["M"] == [32] and len(out["peak_mb"]) == 1 and out["peak_mb"][0] >= 0
+    assert out["M"] == [32] and len(out["peak_mb"]) == 1 and math.isfinite(out["peak_mb"][0])
     assert out["m_squared_mb"] == pytest.approx([8 * 32 ** 2 / 2 ** 20])
-    assert out["peak_over_m_squared"] >= 0 and isinstance(out["method"], str)
+    assert out["peak_over_m_squared"] == pytest.approx(out["peak_mb"][0] / out["m_squared_mb"][0])
+    assert out["method"] in ("VmHWM after /proc/self/clear_refs reset", "getrusage ru_maxrss",
+                             "torch.cuda.max_memory_allocated")
 
 
 def test_quick_catalogue_reads_the_report(monkeypatch):
@@ -47,7 +49,7 @@ def test_quick_catalogue_reads_the_report(monkeypatch):
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
     out = bench.quick_catalogue(CPU)
-    assert out["wall_time_s"] == 12.5 and out["exit_code"] == 3 and out["process_s"] >= 0
+    assert out["wall_time_s"] == 12.5 and out["exit_code"] == 3 and isinstance(out["process_s"], float)
 
 
 def test_run_bench_writes_the_meanfield_sections(monkeypatch, tmp_path):

@@ -345,7 +345,6 @@ def test_birth_death_speeds_up_the_flow():
     assert bool((ratio.mean(0) < -0.5).all()), ratio.mean(0)
     assert bool((ratio[:, -1] < 0).all()), ratio[:, -1]
     assert bool((bd.events[:, -1] > 0).all()) and bool((plain.events == 0).all())
-    assert bd.a.shape == plain.a.shape == (8, 16, 2)
 
 
 def test_noise_is_injected_only_below_the_threshold():
@@ -521,8 +520,8 @@ def test_trajectory_round_trip_and_select():
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("noise_var", [0.0, 0.25])
 def test_finite_n_loss_matches_theory_and_converges_to_L_TF(noise_var):
-    """Empirical loss (20k prompts) vs theory's exact L^n_TF (n = 1, 4, 32), within 4 standard errors, and
-    |L^n - L_TF| <= 4 SE + the exact correction, which shrinks like 1/n."""
+    """Empirical loss (20k prompts) vs theory's exact L^n_TF (n = 1, 4, 32), within 4 standard errors; the
+    exact correction L^n_TF - L_TF is positive and exactly proportional to 1/n."""
     cfg = MeanFieldConfig(d=3, k=2, M=3, seed=1, label_noise=noise_var)
     traj = simulate(dataclasses.replace(cfg, steps=5, lr=0.2))
     mu, mu_o = traj.student(0), traj.teacher(0)
@@ -533,17 +532,14 @@ def test_finite_n_loss_matches_theory_and_converges_to_L_TF(noise_var):
     exact_1 = float(AL.finite_n_loss("erf", mu, mu_o, W, 1, noise_var=noise_var, grid_order=48))
     exact_4 = float(AL.finite_n_loss("erf", mu, mu_o, W, 4, noise_var=noise_var, grid_order=48))
     assert abs((exact_4 - L_tf) * 4 - (exact_1 - L_tf)) < 1e-12
-    corrections = []
     for n in (1, 4, 32):
         est = finite_n_estimate(cfg, mu, W, n, 20_000, seed=n)
         exact = L_tf + (exact_1 - L_tf) / n
         assert abs(float(est.mean) - exact) < 4 * float(est.stderr), (n, float(est.mean), exact)
-        assert abs(float(est.mean) - L_tf) < 4 * float(est.stderr) + abs(exact - L_tf)
-        corrections.append(exact - L_tf)
-    assert corrections[0] > corrections[1] > corrections[2] > 0
+    assert exact_1 > L_tf  # the finite-n correction is the expectation of a square / (2n), and not zero here
     # at n = 256 the empirical loss agrees with L_TF within its standard errors
     est = finite_n_estimate(cfg, mu, W, 256, 2_000, seed=9)
-    assert abs(float(est.mean) - L_tf) < 4 * float(est.stderr) + corrections[0] / 256
+    assert abs(float(est.mean) - L_tf) < 4 * float(est.stderr) + (exact_1 - L_tf) / 256
 
 
 def test_finite_n_draws_do_not_depend_on_chunking():

@@ -204,14 +204,17 @@ TRACKS_STATIC = register(Claim(
 # ---------------------------------------------------------------------------------------------------
 # the exact strict saddle: plateau ~ log(1/delta) / |lambda_min|, and what leaves it
 # ---------------------------------------------------------------------------------------------------
-def _saddle_measures(configs) -> tuple[list, list]:
-    inits, teachers = [], []
+def _saddle_measures(configs) -> tuple[list, list, list]:
+    """(saddles, initial measures, teachers): the exact strict saddle of each config and its perturbation
+    by the config's ``delta`` along the unstable direction (none when delta is 0)."""
+    saddles, inits, teachers = [], [], []
     for cfg in configs:
         student, teacher = strict_saddle(int(cfg["d"]), int(cfg["k"]), int(cfg["M"]))
         delta = float(cfg.get("delta", 0.0))
+        saddles.append(student)
         inits.append(perturb(student, delta, teacher=teacher) if delta > 0 else student)
         teachers.append(teacher)
-    return inits, teachers
+    return saddles, inits, teachers
 
 
 def _plateau_sweep(budget: str) -> list[dict]:
@@ -222,12 +225,11 @@ def _plateau_sweep(budget: str) -> list[dict]:
 
 
 def _measure_plateau(configs, ctx) -> list[dict]:
-    inits, teachers = _saddle_measures(configs)
+    saddles, inits, teachers = _saddle_measures(configs)
     rows = []
-    for cfg, traj, init, teacher in zip(configs, _run(configs, ctx, inits, teachers), inits, teachers):
-        student, _ = strict_saddle(int(cfg["d"]), int(cfg["k"]), int(cfg["M"]))
+    for traj, saddle, teacher in zip(_run(configs, ctx, inits, teachers), saddles, teachers):
         rows.append({"plateau": float(plateau_length(traj, 0.5)[0]),
-                     "escape_rate": saddle_escape_rate(student, teacher),
+                     "escape_rate": saddle_escape_rate(saddle, teacher),
                      "time": [float(t) for t in traj.time[0, ::10]], "loss": _series(traj)[::10]})
     return rows
 
@@ -298,7 +300,7 @@ def _noise_sweep(budget: str) -> list[dict]:
 
 
 def _measure_noise(configs, ctx) -> list[dict]:
-    inits, teachers = _saddle_measures(configs)
+    _, inits, teachers = _saddle_measures(configs)
     return [{"loss": _series(traj), "time": [float(t) for t in traj.time[0]],
              "events": int(traj.events[0, -1]), "noise_steps": int(traj.noise_steps[0, -1])}
             for traj in _run(configs, ctx, inits, teachers)]

@@ -10,7 +10,7 @@ each optional:
 2. large M (``--large``, default 1e5): one evaluation at M particles with the peak memory it added —
    ``kernel-mean`` (:func:`sims.meanfield.landscape`: the kernel means c_m, c_o over all M + M_o
    sources and the covariances, the no-gradient half of a step) or ``step``
-   (:func:`sims.meanfield.particle_field`: a whole step's field, with the gradient pass, about 4x longer);
+   (:func:`sims.meanfield.particle_field`: a whole step's field, with the gradient pass);
    M^2 float64s would take 8 M^2 bytes (80 GB at 1e5), so finishing within a few GB shows the kernel is
    never materialised;
 3. profile (``--profile``): the torch.profiler table of one particle-field evaluation at ``--profile-M``.
@@ -22,7 +22,12 @@ allocator slack); elsewhere the increase of ``getrusage`` ru_maxrss.  Run from t
 
     OMP_NUM_THREADS=1 python benchmarks/meanfield_scaling.py                        # all three parts
     OMP_NUM_THREADS=1 python benchmarks/meanfield_scaling.py --sizes 250 500 --large 0 --profile
+    OMP_NUM_THREADS=1 python benchmarks/meanfield_scaling.py --route autograd --large 0   # the autograd route
     python benchmarks/meanfield_scaling.py --device cuda --large 100000 --large-mode step
+
+``--route`` selects how closed-form kernel tiles are evaluated (:func:`sims.meanfield_kernels.kernel_route`):
+``fused`` (analytic gradient contracted in the tile loop, the default) or ``autograd`` (autograd through
+every tile).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import json
 import torch
 
 from sims.meanfield import MeanFieldConfig, landscape, make_student, make_teacher, particle_field, simulate
+from sims.meanfield_kernels import KERNEL_ROUTES, kernel_route
 from theory.gaussian import DEFAULT_TILE
 from verify.bench_meanfield import fit_exponent, peak_memory
 from verify.timing import best_time, sync
@@ -103,6 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--d", type=int, default=20)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="kernel tile side")
+    parser.add_argument("--route", choices=KERNEL_ROUTES, default=KERNEL_ROUTES[0],
+                        help="closed-form kernel route: fused analytic gradient or autograd per tile")
     parser.add_argument("--sizes", type=int, nargs="*", default=[250, 500, 1000, 2000, 4000, 8000],
                         help="particle counts of the scaling part (none: skip it)")
     parser.add_argument("--steps", type=int, default=1, help="steps per timed run (scaling part)")
@@ -116,12 +124,13 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    if args.sizes:
-        print(json.dumps(scaling(args, device)), flush=True)
-    if args.large > 0:
-        print(json.dumps(large_m(args, device)), flush=True)
-    if args.profile:
-        print(profile(args, device))
+    with kernel_route(args.route):
+        if args.sizes:
+            print(json.dumps({"route": args.route, **scaling(args, device)}), flush=True)
+        if args.large > 0:
+            print(json.dumps({"route": args.route, **large_m(args, device)}), flush=True)
+        if args.profile:
+            print(profile(args, device))
 
 
 if __name__ == "__main__":

@@ -10,3 +10,5 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".[test,distributed]"
+# The third paper ships as a plugin package of its own (examples/linear_icl), installed like any other plugin.
+"$PY" -m pip install --quiet --no-deps -e examples/linear_icl

@@ -1,9 +1,9 @@
 """Counter-based random numbers: every draw is a pure function of (seed, stream, step, counter).
 
 Why not ``torch.Generator``: a batch of C configs needs C independent streams inside one step, and a
-config's numbers must not depend on which other configs share its batch (architecture.md, "Numerics,
-devices, reproducibility").  A counter-based generator gives that without a Python loop over configs,
-draws the same numbers on CPU and CUDA, and needs no state.
+config's numbers must not depend on which other configs share its batch (reproducibility policy:
+a config's random numbers depend only on its own seed).  A counter-based generator gives that without a
+Python loop over configs, draws the same numbers on CPU and CUDA, and needs no state.
 
 The mixing function is the SplitMix64 finaliser (Steele, Lea & Flood, "Fast splittable pseudorandom
 number generators", OOPSLA 2014), written with wrap-around int64 tensor arithmetic; the logical right

@@ -8,10 +8,13 @@ import torch
 
 from theory.errors import InputError
 
-__all__ = ["COMPILE_ENV", "COMPILE_MODES", "checked_device", "compile_mode", "compiled"]
+__all__ = ["COMPILE_ENV", "COMPILE_MODES", "THREADS_ENV", "checked_device", "resolve_device", "compile_mode", "compiled"]
 
 COMPILE_ENV = "VERIFY_COMPILE"
 """Environment variable read when ``compile=None``: 0/1 (off/on), auto (on with CUDA), or a mode name."""
+
+THREADS_ENV = "VERIFY_THREADS"
+"""Environment variable with the CPU intra-op thread count of a run (default 1)."""
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile`` modes accepted by ``compile=`` (``"reduce-overhead"`` captures CUDA graphs)."""
@@ -26,6 +29,25 @@ def checked_device(device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available")
     return resolved
+
+
+def resolve_device(name: str, threads: int | None = None) -> torch.device:
+    """auto -> cuda when present else cpu; asking for cuda without CUDA is bad input.
+
+    On the CPU, torch uses ``threads`` intra-op threads (default 1, or $VERIFY_THREADS, :data:`THREADS_ENV`): the dynamics
+    are many small tensor ops, for which intra-op threading costs more than it gains (measured 5-20x
+    slower with 2 threads on a loaded 2-core machine); parallelism across claims comes from --workers.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    if name == "cpu":
+        threads = threads or int(os.environ.get(THREADS_ENV, "1"))
+        if threads < 1:
+            raise InputError(f"thread count must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.device(name)
 
 
 def compile_mode(setting: bool | str | None, device: torch.device) -> str | None:

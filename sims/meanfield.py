@@ -1,12 +1,13 @@
 """Batched mean-field dynamics on the attention landscape of Kim & Suzuki (arXiv 2402.01258, ICML 2024).
 
-Spec ``attention_landscape.md`` sections 3, 5 and 7. :func:`simulate` runs C configs that share their
+docs/attention_landscape.md §4, §6 and §9. :func:`simulate` runs C configs that share their
 shapes (d, k, M, activation, teacher) in one set of (C, ...) tensors, with a fixed step count, logging
 into preallocated buffers and no host synchronisation inside the step loop:
 
 - two-timescale particle flow (W = W*(mu_t) = S_mm^{-1}): explicit Euler in mean-field time,
   theta_i -= lr grad_theta V(theta_i), which is lr * M grad_{theta_i} L(theta_1..theta_M);
-- joint training: an explicit W, W -= lr w_speed grad_W L_TF(mu_t, W), while the particles follow the
+- joint training: an explicit W moved by one step of its optimiser (:mod:`sims.meanfield_optim`; plain GD:
+  W -= lr w_speed grad_W L_TF(mu_t, W)), while the particles follow the
   first variation of L_TF(., W) at the current W (:func:`sims.meanfield_landscape.variation_coefficients`);
 - conservative birth-death and noise injection (:mod:`sims.meanfield_noise`), each switchable per config;
 - ``compile``: the field evaluation of a step (kernel means, landscape, first variation and its
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from sims.devices import checked_device, compile_mode, compiled
 from sims.meanfield_config import (
-    DYNAMICS, PRESETS, TEACHERS, MeanFieldConfig, check_batch, preset,
+    DYNAMICS, PRESETS, TEACHERS, W_OPTIMIZERS, MeanFieldConfig, check_batch, preset,
 )
 from sims.meanfield_finite_n import finite_n_estimate, finite_n_loss, finite_n_losses
 from sims.meanfield_init import make_student, make_teacher, perturb, saddle_escape_rate, strict_saddle
@@ -40,6 +41,7 @@ from sims.meanfield_landscape import (
     variation_coefficients,
 )
 from sims.meanfield_noise import birth_death_keys, birth_death_step, noise_keys, noise_step
+from sims.meanfield_optim import WOptimizerState, w_step
 from sims.meanfield_trajectory import MeanFieldRecorder, MeanFieldTrajectory, plateau_length
 from theory.attention_landscape import ParticleMeasure
 from theory.errors import InputError
@@ -93,7 +95,9 @@ def _per_config(configs, fn, device, dtype=torch.float64) -> Tensor:
 
 def teacher_covariance(name: str, ta: Tensor, tw: Tensor, *, tile: int = DEFAULT_TILE,
                        order: int | None = None) -> Tensor:
-    """S_oo = (1/M_o^2) sum_jl a°_j a°_l^T K(w°_j, w°_l) for C uniform teachers (spec section 1; stated).
+    """S_oo = (1/M_o^2) sum_jl a°_j a°_l^T K(w°_j, w°_l) for C uniform teachers.
+
+    docs/attention_landscape.md §1 (stated).
 
     ta (C, M_o, k_o), tw (C, M_o, d) -> (C, k_o, k_o), exactly symmetric.
     """
@@ -108,7 +112,7 @@ def landscape(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, S_oo: 
 
     One tiled kernel pass over the sources (w_j, w°_l) gives c_m(w_i) = (1/M) sum_j a_j K(w_i, w_j) and
     c_o(w_i) = (1/M_o) sum_l a°_l K(w_i, w°_l); then :func:`sims.meanfield_landscape.batch_landscape`.
-    Spec sections 1-3.
+    docs/attention_landscape.md §1-§4.
 
     Parameters
     ----------
@@ -131,14 +135,14 @@ def landscape(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, S_oo: 
     src = torch.cat([w, tw], 1)  # (C, M + M_o, d)
     coef = torch.cat([torch.cat([a / M, a.new_zeros(C, M, k_o)], 2),
                       torch.cat([a.new_zeros(C, M_o, k), ta / M_o], 2)], 1)  # (C, M + M_o, k + k_o)
-    means = kernel_means(name, w, src, coef, tile=tile, order=order)  # (C, M, k + k_o)
+    means = kernel_means(name, w, src, coef, tile=tile, order=order, shared=True)  # (C, M, k + k_o)
     c_m, c_o = means[..., :k], means[..., k:]  # (C, M, k), (C, M, k_o)
     return batch_landscape(a, c_m, c_o, S_oo), c_m, c_o
 
 
 @dataclass
 class ParticleField:
-    """First variation and velocity field at the particles of C measures (spec section 3).
+    """First variation and velocity field at the particles of C measures (docs/attention_landscape.md §4).
 
     Attributes
     ----------
@@ -169,10 +173,11 @@ def particle_field(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, W
 
     V(theta) = a^T g(w), g(w) = 2 G_mm c_m(w) + G_mo c_o(w) with (G_mm, G_mo) from
     :func:`sims.meanfield_landscape.variation_coefficients`: for L (W None, or configs where ``joint``
-    is False) V = -a^T B (c_o - B^T c_m) (spec section 3; derived); for L_TF(., W) at the given W
+    is False) V = -a^T B (c_o - B^T c_m) (docs/attention_landscape.md §4; derived); for L_TF(., W) at the given W
     (configs where ``joint`` is True, all if ``joint`` is None and W is given) the first variation at
-    fixed W (derived). grad_a V = g(w_i); grad_w V by autograd of the kernel in its first argument
-    (:func:`sims.meanfield_kernels.kernel_means_and_grad`). With uniform weights the velocity
+    fixed W (derived). grad_a V = g(w_i); grad_w V from the kernel's derivative in its first argument
+    (:func:`sims.meanfield_kernels.kernel_means_and_grad`: analytic partials for the closed forms,
+    autograd for quadrature). With uniform weights the velocity
     -grad_theta V(theta_i) equals -M grad_{theta_i} of the loss (mean-field time).
 
     Returns
@@ -193,7 +198,7 @@ def particle_field(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, W
     V = (a * g).sum(-1)  # (C, M)
     src = torch.cat([w, tw], 1)  # (C, M + M_o, d)
     coef = torch.cat([a @ (2.0 * G_mm).mT / M, ta @ G_mo.mT / M_o], 1)  # (C, M + M_o, k)
-    grad_w = kernel_means_and_grad(name, w, a, src, coef, tile=tile, order=order)  # (C, M, d)
+    grad_w = kernel_means_and_grad(name, w, a, src, coef, tile=tile, order=order, shared=True)  # (C, M, d)
     grad_sq = ((g * g).sum(-1) + (grad_w * grad_w).sum(-1)).mean(-1)  # (C,)
     return ParticleField(land, W_use, V, g, grad_w, grad_sq)
 
@@ -207,13 +212,14 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
     Each step evaluates, at the current particles theta_i = (a_i, w_i) and W:
     the kernel means c_m(w_i) = (1/M) sum_j a_j K(w_i, w_j), c_o(w_i) = (1/M_o) sum_l a°_l K(w_i, w°_l);
     S_mm, S_mo, conditioning, B, S_mu, L (:func:`sims.meanfield_landscape.batch_landscape`); the first
-    variation V(theta) = a^T g(w), g(w) = 2 G_mm c_m(w) + G_mo c_o(w), for L (two-timescale, spec
-    section 3: V = -a^T B (c_o - B^T c_m)) or for L_TF(., W) at the current W (joint; derived), and its
-    gradient grad_a V = g(w), grad_w V by autograd of the kernel in its first argument. It logs when due,
-    then updates (explicit Euler in mean-field time t = step * lr):
+    variation V(theta) = a^T g(w), g(w) = 2 G_mm c_m(w) + G_mo c_o(w), for L (two-timescale,
+    docs/attention_landscape.md §4: V = -a^T B (c_o - B^T c_m)) or for L_TF(., W) at the current W (joint;
+    derived), and its gradient grad_a V = g(w), grad_w V from the kernel's derivative in its first argument.
+    It logs when due, then updates (explicit Euler in mean-field time t = step * lr):
 
     1. theta_i <- theta_i - lr grad_theta V(theta_i) (= lr M grad_{theta_i} of the loss);
-    2. joint: W <- W - lr w_speed grad_W L_TF(mu_t, W) (theory's grad_W_loss_tf);
+    2. joint: one step of the config's W optimiser of size lr w_speed on L_TF(mu_t, .) (``gd``:
+       W <- W - lr w_speed grad_W L_TF(mu_t, W), theory's grad_W_loss_tf; :mod:`sims.meanfield_optim`);
     3. noise: if mean_i ||grad V(theta_i)||^2 < noise_threshold, theta_i += noise sqrt(lr) xi_i;
     4. birth-death (rate alpha = ``birth_death``), with V - mean V evaluated at the pre-step state and
        the copies taken from the state after 1-3 (Lie splitting; :mod:`sims.meanfield_noise`).
@@ -221,7 +227,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
     A config whose S_mm is non-finite or has cond(S_mm) > COND_MAX is frozen from that step and its
     logs are NaN (``failed_at``; see :class:`MeanFieldTrajectory`).
 
-    Spec sections 3, 7 (dynamics derived from the stated losses; the update rules are ours).
+    docs/attention_landscape.md §4, §6, §9 (dynamics derived from the stated losses; the update rules are ours).
 
     Parameters
     ----------
@@ -271,6 +277,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
     w_rate = _per_config(batch, lambda c: c.lr * c.w_speed, dev, dtype)
     joint = _per_config(batch, lambda c: c.dynamics == "joint", dev, torch.bool)
     optimal_init = _per_config(batch, lambda c: c.w_init == "optimal", dev, torch.bool)
+    w_kind = _per_config(batch, lambda c: W_OPTIMIZERS.index(c.w_optimizer), dev, torch.long)
     rate_dt = _per_config(batch, lambda c: c.birth_death * c.lr, dev, dtype)
     noise_scale = _per_config(batch, lambda c: c.noise * math.sqrt(c.lr), dev, dtype)
     threshold = _per_config(batch, lambda c: c.noise_threshold if c.noise > 0 else 0.0, dev, dtype)
@@ -282,6 +289,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
 
     S_oo = teacher_covariance(name, ta, tw, **kern)  # (C, k_o, k_o), fixed
     W = a.new_zeros(C, k, k)  # (C, k, k) explicit W of joint dynamics
+    w_state = WOptimizerState.zeros(W)
     failed_at = torch.full((C,), -1, dtype=torch.long, device=dev)  # (C,)
     alive = torch.ones(C, dtype=torch.bool, device=dev)  # (C,)
     events = torch.zeros(C, dtype=torch.long, device=dev)  # (C,)
@@ -316,7 +324,8 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
         a_new = a - lr[:, None, None] * g  # (C, M, k)
         w_new = w - lr[:, None, None] * grad_w  # (C, M, d)
         if any_joint:
-            W_new = W - w_rate[:, None, None] * batched_grad_W(land.S_mm, land.S_om, S_oo, W)  # (C, k, k)
+            W_new = w_step(w_kind, W, batched_grad_W(land.S_mm, land.S_om, S_oo, W), land.W_star, w_rate,
+                           w_state)  # (C, k, k)
             W = torch.where((joint & alive)[:, None, None], W_new, W)
         if any_noise:
             on = alive & (grad_sq < threshold)  # (C,)

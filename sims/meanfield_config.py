@@ -1,4 +1,4 @@
-"""One run of the mean-field attention dynamics (spec ``attention_landscape.md`` sections 1, 7).
+"""One run of the mean-field attention dynamics (docs/attention_landscape.md §1, §6, §9).
 
 :class:`MeanFieldConfig` holds the model (d, k, M, activation, teacher), the initialisation and the
 dynamics (two-timescale or joint W, birth-death, noise injection, label noise) of one simulation;
@@ -14,23 +14,26 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from sims.seeds import SEED_LIMIT
 from theory.errors import InputError
 from theory.gaussian import ACTIVATIONS
 
-__all__ = ["DYNAMICS", "TEACHERS", "W_INITS", "MeanFieldConfig", "PRESETS", "preset", "check_batch",
+__all__ = ["DYNAMICS", "TEACHERS", "W_INITS", "W_OPTIMIZERS", "MeanFieldConfig", "PRESETS", "preset", "check_batch",
            "BATCH_SHARED"]
 
 #: Dynamics of the student: W = W*(mu) at every step, or an explicit W trained alongside.
 DYNAMICS: tuple[str, ...] = ("two-timescale", "joint")
-#: Teacher kinds (spec section 1): k orthonormal neurons, or a random measure of ``teacher_M`` neurons.
+#: Teacher kinds: k orthonormal neurons, or a random measure of ``teacher_M`` neurons (docs/attention_landscape.md §1).
 TEACHERS: tuple[str, ...] = ("orthonormal", "random")
 #: Initial explicit W of joint dynamics: W*(mu_0) = S_mm(mu_0)^{-1}, or the zero matrix.
 W_INITS: tuple[str, ...] = ("optimal", "zero")
+#: Update rule of the explicit W of joint dynamics (:mod:`sims.meanfield_optim`).
+W_OPTIMIZERS: tuple[str, ...] = ("gd", "adam", "precond", "natural")
 #: Fields that every config of one batch must share (they fix tensor shapes, kernels and the loop).
 BATCH_SHARED: tuple[str, ...] = ("d", "k", "M", "activation", "teacher", "teacher_M", "steps",
                                  "log_every", "quad_order")
 
-_MAX_SEED = (1 << 63) - 1
+_MAX_SEED = SEED_LIMIT - 1
 
 
 def _is_int(value: Any) -> bool:
@@ -43,7 +46,9 @@ def _is_real(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class MeanFieldConfig:
-    """Model, initialisation and dynamics of one mean-field run (spec sections 1, 7; conventions ours).
+    """Model, initialisation and dynamics of one mean-field run.
+
+    docs/attention_landscape.md §1, §6, §9 (conventions ours).
 
     Attributes
     ----------
@@ -75,6 +80,9 @@ class MeanFieldConfig:
         Joint dynamics only: W -= lr * w_speed * grad_W L_TF(mu_t, W) each step.
     w_init : str
         Joint dynamics only: initial W, ``"optimal"`` (W*(mu_0)) or ``"zero"``.
+    w_optimizer : str
+        Joint dynamics only: the W update rule, one of :data:`W_OPTIMIZERS` (:mod:`sims.meanfield_optim`;
+        ``"gd"``: W -= lr * w_speed * grad_W L_TF).
     birth_death : float
         Rate parameter alpha of birth-death (0 = off): particle i has an event in a step with
         probability 1 - exp(-alpha lr |V_i - mean V|); see :mod:`sims.meanfield_noise`.
@@ -83,7 +91,7 @@ class MeanFieldConfig:
         ``noise_threshold``, every particle gets isotropic N(0, noise^2 lr I_{k+d}) added.
         ``noise_threshold = inf`` injects at every step; 0 never.
     label_noise : float
-        Label noise variance s^2: adds s^2/2 to L and L_TF (spec section 2, stated); the dynamics
+        Label noise variance s^2: adds s^2/2 to L and L_TF (docs/attention_landscape.md §8, stated); the dynamics
         are unchanged at n = infinity.
     quad_order : int or None
         Gauss-Hermite order of the pair kernel for sigmoid/tanh (None: theory default, which targets
@@ -106,6 +114,7 @@ class MeanFieldConfig:
     dynamics: str = "two-timescale"
     w_speed: float = 10.0
     w_init: str = "optimal"
+    w_optimizer: str = "gd"
     birth_death: float = 0.0
     noise: float = 0.0
     noise_threshold: float = 0.0
@@ -159,6 +168,8 @@ class MeanFieldConfig:
             return f"unknown dynamics {self.dynamics!r}; choose from {', '.join(DYNAMICS)}"
         if self.w_init not in W_INITS:
             return f"unknown w_init {self.w_init!r}; choose from {', '.join(W_INITS)}"
+        if self.w_optimizer not in W_OPTIMIZERS:
+            return f"unknown w_optimizer {self.w_optimizer!r}; choose from {', '.join(W_OPTIMIZERS)}"
         if self.teacher == "orthonormal" and self.k > self.d:
             return f"an orthonormal teacher needs d >= k, got d = {self.d}, k = {self.k}"
         if self.teacher_M is not None and not (_is_int(self.teacher_M) and self.teacher_M >= 1):
@@ -201,10 +212,10 @@ class MeanFieldConfig:
         return cls(**data)
 
 
-#: Named configs. ``"paper"``: the experiment shape of Kim & Suzuki (arXiv 2402.01258; spec
-#: section 1, stated): d = 20, k = 5, 500 sigmoid neurons, W trained jointly. Everything else is ours
-#: (the spec does not give it): orthonormal sigmoid teacher; a_scale = 22 ~ sqrt(M), so that
-#: h_mu = O(1) and S_mm = O(1) at initialisation; W starts at 0 (``w_init="zero"``) with
+#: Named configs. ``"paper"``: the experiment shape of Kim & Suzuki (arXiv 2402.01258;
+#: docs/attention_landscape.md §9, stated): d = 20, k = 5, 500 sigmoid neurons, W trained jointly. Everything
+#: else is ours (not given in what we could read of the paper): orthonormal sigmoid teacher; a_scale = 22
+#: ~ sqrt(M), so that h_mu = O(1) and S_mm = O(1) at initialisation; W starts at 0 (``w_init="zero"``) with
 #: w_speed = 1 and lr = 0.1. Starting W at W*(mu_0) instead diverges within a few steps: the W
 #: Hessian E -> S_mo S_om E S_mm has a condition number ~1e5 at a random initialisation, so plain
 #: gradient descent cannot keep W near W*, and the fixed-W particle gradient (of size ~W ~ S_mm^{-1})
@@ -212,7 +223,7 @@ class MeanFieldConfig:
 #: (L_TF 0.83 -> 0.054 by t = 30). quad_order 48 is exact to 1e-15 at |w| = 1, 2e-8 at |w| = 2,
 #: 6e-6 at |w| = 3; sigmoid has no closed-form kernel, so a step costs ~9 s single-threaded.
 #: ``"paper-probit"``: the same with the probit activation, the sigmoid-shaped activation with a
-#: closed-form kernel (spec section 6), ~0.03 s per step.
+#: closed-form kernel (docs/attention_landscape.md §1), ~0.03 s per step.
 PRESETS: dict[str, MeanFieldConfig] = {
     "paper": MeanFieldConfig(d=20, k=5, M=500, activation="sigmoid", teacher="orthonormal",
                              dynamics="joint", a_scale=22.0, w_init="zero", w_speed=1.0, lr=0.1,
@@ -226,7 +237,7 @@ PRESETS: dict[str, MeanFieldConfig] = {
 def preset(name: str, **overrides: Any) -> MeanFieldConfig:
     """The named config of :data:`PRESETS` with ``overrides`` replaced (e.g. ``seed=3``), validated.
 
-    Provenance: the paper's shape is stated (spec section 1); the other fields are ours (see
+    Provenance: the paper's shape is stated (docs/attention_landscape.md §9); the other fields are ours (see
     :data:`PRESETS`).
 
     Raises
@@ -247,8 +258,8 @@ def check_batch(configs: Sequence[MeanFieldConfig] | MeanFieldConfig) -> tuple[M
     """Validate every config and that they share :data:`BATCH_SHARED` (a single config is accepted).
 
     Everything else (lr, seeds, dynamics, w_speed, birth-death, noise, scales, label noise) may differ
-    between the configs of one batch. No formula: batching policy of architecture.md ("Batch along a
-    leading config axis").
+    between the configs of one batch. No formula: batching policy (configs are batched along a leading
+    config axis).
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """The finite-prompt attention model on sampled prompts: the cross-check of the n = infinity landscape.
 
-Spec ``attention_landscape.md`` sections 1-2 (Kim & Suzuki, arXiv 2402.01258, section 2): a prompt
+docs/attention_landscape.md §1 and §8 (Kim & Suzuki, arXiv 2402.01258, section 2): a prompt
 is x_1..x_n, x_q ~ N(0, I_d) iid, a task v ~ N(0, I_k) (E[v v^T] = I), labels y_i = v^T f°(x_i) + eps_i
 with eps_i ~ N(0, s^2); the model predicts y_hat = (1/n) sum_i y_i h_mu(x_i)^T W h_mu(x_q) and the loss
 is 1/2 (y_q - y_hat)^2, averaged over prompts. Its expectation is L^n_TF, whose exact value (by
@@ -41,7 +41,7 @@ def finite_n_losses(config: MeanFieldConfig, particles: ParticleMeasure, W: Tens
                     seed: int, *, teacher: ParticleMeasure | None = None, chunk: int = 4096) -> Tensor:
     """Per-prompt losses 1/2 (y_q - y_hat)^2 of the finite-n attention model, shape (prompts,).
 
-    y_hat = (1/n) sum_i y_i h_mu(x_i)^T W h_mu(x_q) (spec section 1, stated model), label noise
+    y_hat = (1/n) sum_i y_i h_mu(x_i)^T W h_mu(x_q) (docs/attention_landscape.md §1, stated model), label noise
     variance ``config.label_noise``. ``particles`` is the student (its weights are used as given);
     ``teacher`` defaults to the config's teacher (:func:`sims.meanfield_init.make_teacher`). h and f°
     are theory's :func:`~theory.attention_landscape.features`. Prompts are drawn ``chunk`` at a time;
@@ -84,7 +84,7 @@ def finite_n_loss(config: MeanFieldConfig, particles: ParticleMeasure, W: Tensor
     """Empirical finite-n loss: the mean of :func:`finite_n_losses` over ``prompts`` prompts (0-d).
 
     An unbiased estimate of L^n_TF = L_TF + (1/(2n)) E||(f° h^T - S_om) W h_q||^2 (+ label-noise terms)
-    (spec section 2, derived; theory's :func:`~theory.attention_landscape.finite_n_loss` computes it
+    (docs/attention_landscape.md §8, derived; theory's :func:`~theory.attention_landscape.finite_n_loss` computes it
     exactly).
     """
     return finite_n_losses(config, particles, W, n, prompts, seed, teacher=teacher, chunk=chunk).mean()
@@ -94,7 +94,7 @@ def finite_n_estimate(config: MeanFieldConfig, particles: ParticleMeasure, W: Te
                       seed: int, *, teacher: ParticleMeasure | None = None, chunk: int = 4096) -> MCEstimate:
     """Mean and standard error (sample std / sqrt(prompts)) of the empirical finite-n loss.
 
-    Spec section 2 (the model is stated; the estimator is ours: prompts are iid, so the standard
+    docs/attention_landscape.md §8 (the model is stated; the estimator is ours: prompts are iid, so the standard
     error of the mean is the sample standard deviation over sqrt(prompts)).
 
     Returns

@@ -2,8 +2,8 @@
 
 Every random number comes from the counter-based generator of :mod:`sims.counter_rng`, keyed by a
 config's own seed and a stream id of :class:`MeanFieldStream`, so a config's particles never depend on
-its batch mates (architecture.md, "Numerics, devices, reproducibility").  Spec
-``attention_landscape.md`` sections 1 (teachers) and 5 (the exact saddle).
+its batch mates (reproducibility policy: a config's random numbers depend only on its own seed).
+docs/attention_landscape.md §1 (teachers) and §6 (the exact saddle).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ __all__ = ["MeanFieldStream", "gaussian", "make_teacher", "make_student", "stric
 class MeanFieldStream:
     """Stream ids of the mean-field sims (disjoint from :class:`sims.counter_rng.Stream`, which uses 1-5).
 
-    No formula: reproducibility policy of architecture.md (a config's random numbers are a pure
+    No formula: reproducibility policy (a config's random numbers are a pure
     function of its seed, a stream id and counters)."""
 
     STUDENT_A = 101
@@ -61,7 +61,7 @@ def make_teacher(configs: Sequence[MeanFieldConfig], *, device="cpu",
     """Teacher particles (a° (C, M_o, k), w° (C, M_o, d)) with uniform weights 1/M_o.
 
     ``orthonormal``: a° = k I_k, w° = u_1..u_k, the Q factor (signs fixed by diag R > 0) of a Gaussian
-    (d, k) matrix from the teacher seed, so f°_j(x) = sigma(u_j.x) (spec section 1, stated default).
+    (d, k) matrix from the teacher seed, so f°_j(x) = sigma(u_j.x) (docs/attention_landscape.md §1, stated default).
     ``random``: a° ~ N(0, M_o I_k), w° ~ N(0, I_d / d) (ours; the scale keeps h_{mu°} = O(1)).
     Configs of one call must share d, k, teacher and M_o.
     """
@@ -84,7 +84,7 @@ def make_student(configs: Sequence[MeanFieldConfig], *, device="cpu",
     """Student particles (a (C, M, k), w (C, M, d)), uniform weights 1/M.
 
     a_i ~ N(0, a_scale^2 I_k), w_i ~ N(0, init_scale^2 I_d / d), iid, from each config's ``seed``
-    (ours; the paper's initialisation is not given in the spec).
+    (ours; the paper's initialisation is not known to us).
     """
     cfg = configs[0]
     seeds = _seeds([c.seed for c in configs], device)  # (C,)
@@ -99,13 +99,13 @@ def make_student(configs: Sequence[MeanFieldConfig], *, device="cpu",
 def strict_saddle(d: int, k: int, M: int | None = None, *, seed: int | None = None,
                   dtype: torch.dtype = torch.float64,
                   device: torch.device | str = "cpu") -> tuple[ParticleMeasure, ParticleMeasure]:
-    """The exact strict saddle of spec section 5 with M student particles (use the erf activation).
+    """The exact strict saddle of docs/attention_landscape.md §6 with M student particles (use the erf activation).
 
     Built by :func:`theory.attention_landscape.exact_strict_saddle` (k teacher particles (k e_j, u_j);
     student: the neurons of f°_1..f°_{k-1} and (k e_k, v), v orthogonal to every u_j; L = c/2,
     c = (2/pi) arcsin(2/3), V = 0 identically). For M > k each student particle is repeated M / k
     times (M must be a multiple of k): the measure, hence h, L and V, is unchanged, and the weights stay
-    uniform 1/M. Provenance: derived (spec section 5).
+    uniform 1/M. Provenance: derived (docs/attention_landscape.md §6).
 
     Parameters
     ----------
@@ -151,7 +151,7 @@ def saddle_escape_rate(student: ParticleMeasure, teacher: ParticleMeasure, name:
     """|lambda_min| of the particle Wasserstein Hessian (theory's
     :func:`~theory.attention_landscape.wasserstein_hessian`): the linear growth rate of a perturbation
     along the unstable direction, so the predicted plateau is log(1/delta) / |lambda_min| + O(1)
-    (spec section 5; derived). Autograd Hessian: small M only. Returns 0 if lambda_min >= 0."""
+    (docs/attention_landscape.md §6; derived). Autograd Hessian: small M only. Returns 0 if lambda_min >= 0."""
     lam, _ = _unstable_direction(name, student, teacher)
     return max(0.0, -float(lam))
 
@@ -167,7 +167,7 @@ def perturb(measure: ParticleMeasure, delta: float, seed: int = 0, *, direction:
       the particle Wasserstein Hessian P^{-1/2} H P^{-1/2} (theory's
       :func:`~theory.attention_landscape.wasserstein_hessian`; needs ``teacher``; small M). Along it the
       linearised flow d e/dt = -P^{-1} H e grows as exp(|lambda_min| t), so from a saddle the plateau
-      lasts log(1/delta) / |lambda_min| + O(1) (spec section 5; derived). ``seed`` is unused.
+      lasts log(1/delta) / |lambda_min| + O(1) (docs/attention_landscape.md §6; derived). ``seed`` is unused.
     - ``direction="random"``: e_i iid standard normal in R^{k + d} from the counter-based stream
       :attr:`MeanFieldStream.PERTURB` of ``seed``, rescaled to unit L2(mu) norm. It has a component of
       size ~ delta / sqrt(M (k + d)) along the unstable direction, so the plateau is longer by about

@@ -1,6 +1,6 @@
 """Batched landscape quantities and first variations for C particle measures at once.
 
-Spec ``attention_landscape.md`` sections 2-3; Kim & Suzuki, arXiv 2402.01258, eqs. (2)-(3).
+docs/attention_landscape.md §2-§5; Kim & Suzuki, arXiv 2402.01258, eqs. (2)-(3).
 :mod:`theory.attention_landscape` is the source of truth and works on one measure at a time, raising
 :class:`~theory.attention_landscape.SingularCovarianceError` after a host-side conditioning check.
 A batched step loop can afford neither, so this module provides what theory does not export:
@@ -107,7 +107,7 @@ def jacobi_eigvals(S: Tensor, sweeps: int | None = None) -> Tensor:
 def symmetric_eigvals(S: Tensor) -> Tensor:
     """Ascending eigenvalues of symmetric (C, n, n) matrices: LAPACK (``eigvalsh``) on the CPU,
     :func:`jacobi_eigvals` elsewhere (``eigvalsh`` synchronises CUDA devices with the host).
-    Provenance: ours (numerics policy: no host synchronisation in step loops, architecture.md)."""
+    Provenance: ours (performance policy: no host synchronisation inside step loops)."""
     if S.device.type == "cpu":
         return torch.linalg.eigvalsh(S)
     return jacobi_eigvals(S)
@@ -151,7 +151,9 @@ def _chol_solve(chol: Tensor, rhs: Tensor) -> Tensor:
 
 @dataclass
 class BatchLandscape:
-    """Landscape quantities of C measures (spec sections 2-3). Rows of failed configs are finite garbage.
+    """Landscape quantities of C measures (docs/attention_landscape.md §2-§5).
+
+    Rows of failed configs are finite garbage.
 
     Attributes
     ----------
@@ -196,9 +198,10 @@ def batch_landscape(a: Tensor, c_m: Tensor, c_o: Tensor, S_oo: Tensor,
     """Covariances, conditioning and the landscape for C uniform particle measures.
 
     S_mm = (1/M) sum_i a_i c_m(w_i)^T (symmetrised), S_mo = (1/M) sum_i a_i c_o(w_i)^T with the kernel
-    means c_m(w) = (1/M) sum_j a_j K(w, w_j), c_o(w) = (1/M_o) sum_l a°_l K(w, w°_l) (spec section 1,
-    stated definitions). B = S_mm^{-1} S_mo by Cholesky; S_mu = S_oo - S_om B; L = 1/2 tr S_mu
-    (Kim & Suzuki, eq. (3); stated); saddle indicator ||S_mo S_mu||_F (spec section 3; derived).
+    means c_m(w) = (1/M) sum_j a_j K(w, w_j), c_o(w) = (1/M_o) sum_l a°_l K(w, w°_l)
+    (docs/attention_landscape.md §1, §4; stated definitions). B = S_mm^{-1} S_mo by Cholesky;
+    S_mu = S_oo - S_om B; L = 1/2 tr S_mu (Kim & Suzuki, eq. (3); stated); saddle indicator
+    ||S_mo S_mu||_F (docs/attention_landscape.md §5; derived).
     Configs with non-finite S_mm or cond(S_mm) > ``cond_max`` get ``ok = False`` and are computed
     with S_mm := I (no exception, no NaN); the threshold is theory's :data:`COND_MAX`.
 
@@ -243,7 +246,7 @@ def variation_coefficients(land: BatchLandscape, W: Tensor | None = None) -> tup
     - at a fixed W (joint training): G_mm = 1/2 W^T S_mo S_om W,
       G_mo = -(W + W^T) S_mo + W S_mm W^T S_mo;
     - for the landscape L = min_W L_TF (``W`` None; W = W* = S_mm^{-1} in the above): G_mm = 1/2 B B^T,
-      G_mo = -B, so V = -a^T B (c_o - B^T c_m) = -E[sigma(w.x) a^T B zeta(x)] (spec section 3;
+      G_mo = -B, so V = -a^T B (c_o - B^T c_m) = -E[sigma(w.x) a^T B zeta(x)] (docs/attention_landscape.md §4;
       theory's :func:`~theory.attention_landscape.first_variation`).
 
     Returns

@@ -1,4 +1,4 @@
-"""Birth-death resampling and noise injection for batched particle systems (spec section 7).
+"""Birth-death resampling and noise injection for batched particle systems (docs/attention_landscape.md §6).
 
 Both draw from the counter-based generator (:mod:`sims.counter_rng`) keyed by (config seed, stream,
 step, particle, coordinate), so a config's events never depend on its batch mates, and neither needs a
@@ -54,8 +54,9 @@ def birth_death_step(keys: Tensor, V: Tensor, rate_dt: Tensor,
 
     Event probability 1 - exp(-alpha lr |V_i - mean V|); kills (V_i above the mean) receive a copy of a
     uniform partner, duplications overwrite a uniform partner; lowest event index wins a contested
-    slot. Spec section 7 (Rotskoff et al. 2019 style, stated in form); the pairing and conflict rule
-    are ours.
+    slot. Birth-death in the style of Rotskoff et al. 2019 (stated in form by the paper: a particle is
+    killed or duplicated at a rate proportional to V_i - mean V, M fixed; docs/attention_landscape.md §6); the pairing
+    and conflict rule are ours.
 
     Parameters
     ----------
@@ -99,7 +100,7 @@ def noise_step(keys: Tensor, scale: Tensor, a: Tensor, w: Tensor) -> tuple[Tenso
 
     ``keys`` (C, 2) are this step's keys (a slice of :func:`noise_keys`); ``scale`` (C,) is
     noise * sqrt(lr) where the injection is on, 0 elsewhere. a (C, M, k), w (C, M, d).
-    Spec section 7 ("isotropic noise injected when the gradient is small", stated in form); the
+    docs/attention_landscape.md §6 ("isotropic noise injected while the gradient is small", stated in form); the
     sqrt(lr) scaling (Euler-Maruyama) is ours.
     """
     C, M, k = a.shape

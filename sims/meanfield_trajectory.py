@@ -1,6 +1,7 @@
 """Logged trajectories of the mean-field dynamics, their recorder, and the plateau length.
 
-Spec ``attention_landscape.md`` section 7 ("Tracked per step"). Buffers are preallocated on the
+Each logged step keeps L, L_TF at the W in use, the conditioning of S_mm, the spectrum of S_mu, the saddle
+indicator and the mean ||grad V||^2 (docs/attention_landscape.md §2-§5). Buffers are preallocated on the
 simulation device and written by slicing (no host synchronisation); :meth:`MeanFieldRecorder.result`
 copies them to the CPU once.
 """
@@ -37,7 +38,7 @@ class MeanFieldTrajectory:
     time : Tensor
         (C, T) mean-field time t * lr.
     loss : Tensor
-        (C, T) L(mu_t) + s^2/2 (the landscape, spec eq. (3), plus the label-noise shift).
+        (C, T) L(mu_t) + s^2/2 (the landscape, docs/attention_landscape.md §3, plus the label-noise shift).
     loss_tf : Tensor
         (C, T) L_TF(mu_t, W_t) + s^2/2 at the W in use (W* for two-timescale, so = ``loss``).
     lambda_min, cond : Tensor
@@ -114,7 +115,7 @@ class MeanFieldTrajectory:
 class MeanFieldRecorder:
     """Preallocated (C, T, ...) log buffers on the simulation device.
 
-    Spec section 7 ("Tracked per step"); no formula. Writing is slicing (no host synchronisation);
+    The per-step quantities of :class:`MeanFieldTrajectory`; no formula. Writing is slicing (no host synchronisation);
     :meth:`result` copies to the CPU once.
     """
 
@@ -161,7 +162,7 @@ def plateau_length(traj: MeanFieldTrajectory, drop_fraction: float) -> Tensor:
 
     Excess loss E_t = ``loss`` - s^2/2 (the label-noise floor removed); returns, per config, the first
     logged ``time`` with E_t < (1 - drop_fraction) E_0, NaN if that never happens (or the run failed
-    first: NaN never compares below). From the exact saddle of spec section 5 perturbed by delta this
+    first: NaN never compares below). From the exact saddle of docs/attention_landscape.md §6 perturbed by delta this
     is log(1/delta) / |lambda_min| + O(1) (derived). The resolution is the logging interval.
 
     Returns

@@ -1,4 +1,4 @@
-"""One simulation config of the softmax in-context model (spec ``softmax_icl.md`` sections 1-2)."""
+"""One simulation config of the softmax in-context model (docs/softmax_dynamics.md §1)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,12 +7,13 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from sims.seeds import SEED_LIMIT
 from theory.errors import InputError
 
 __all__ = ["SoftmaxConfig", "check_batch"]
 
 _P_TOLERANCE = 1e-9
-_MAX_SEED = (1 << 63) - 1
+_MAX_SEED = SEED_LIMIT - 1
 
 
 def _is_int(value: Any) -> bool:
@@ -21,7 +22,7 @@ def _is_int(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class SoftmaxConfig:
-    """Data, model and training settings of one run (spec 1-2; stated model, conventions ours).
+    """Data, model and training settings of one run (docs/softmax_dynamics.md §1; stated model, conventions ours).
 
     Attributes
     ----------
@@ -67,13 +68,16 @@ class SoftmaxConfig:
 
     @classmethod
     def balanced(cls, K: int, **kwargs) -> "SoftmaxConfig":
-        """Balanced features ``p_k = 1/K`` (spec 1); ``d`` defaults to K."""
+        """Balanced features ``p_k = 1/K`` (docs/softmax_dynamics.md §1); ``d`` defaults to K."""
         kwargs.setdefault("d", K)
         return cls(K=K, p=(1.0 / K,) * K, **kwargs)
 
     @classmethod
     def dominant(cls, K: int, c: float, **kwargs) -> "SoftmaxConfig":
-        """One dominant feature: ``p_1 = c``, the rest ``(1-c)/(K-1)`` (spec 1); ``d`` defaults to K."""
+        """One dominant feature: ``p_1 = c``, the rest ``(1-c)/(K-1)``; ``d`` defaults to K.
+
+        docs/softmax_dynamics.md §1.
+        """
         kwargs.setdefault("d", K)
         return cls(K=K, p=(float(c),) + ((1.0 - c) / (K - 1),) * (K - 1), **kwargs)
 

@@ -1,4 +1,4 @@
-"""Expectations over the token counts of a prompt (spec ``softmax_icl.md`` sections 3 and 4.2).
+"""Expectations over the token counts of a prompt (docs/softmax_dynamics.md §2).
 
 For a prompt with query feature ``k`` only the counts ``c_n`` of each feature among the N tokens matter:
 ``Attn_n = c_n e^{s_{k,n}} / sum_m c_m e^{s_{k,m}}`` and ``c ~ Multinomial(N, p)``.  A *count ensemble*
@@ -70,7 +70,7 @@ def _compositions(total: int, parts: int) -> np.ndarray:
 
 
 def exact_count_vectors(N: int, p: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Every count vector of ``Multinomial(N, p)`` with its probability (spec 3; exact).
+    """Every count vector of ``Multinomial(N, p)`` with its probability (docs/softmax_dynamics.md §2, §8; exact).
 
     Returns ``counts`` (M, len(p)) int64 and ``weights`` (M,) float64 summing to 1; features with
     ``p_n = 0`` always have count 0 and are not enumerated.
@@ -270,7 +270,7 @@ class CountEnsemble:
 
 
 def token_counts(features: torch.Tensor, K: int, real: torch.Tensor) -> torch.Tensor:
-    """Counts ``c_n`` (C, R, K) of each feature among the tokens (C, R, N) of R prompts (spec 3).
+    """Counts ``c_n`` (C, R, K) of each feature among the tokens (C, R, N) of R prompts (docs/softmax_dynamics.md §2).
 
     ``real`` (C, N) is 1 for real tokens and 0 for padding beyond a config's N (padding adds 0).
     """
@@ -280,7 +280,7 @@ def token_counts(features: torch.Tensor, K: int, real: torch.Tensor) -> torch.Te
 
 def expected_quantities(scores: torch.Tensor, counts: torch.Tensor, weights: torch.Tensor, *, grad: bool = True,
                         loss: bool = True):
-    """Expected attention, score gradient and per-query loss over count vectors (spec 3, 4.2; derived).
+    """Expected attention, score gradient and per-query loss over count vectors (docs/softmax_dynamics.md §2; derived).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Phase events read off logged trajectories (spec ``softmax_icl.md`` section 5; boundaries are ours).
+"""Phase events read off logged trajectories (docs/softmax_dynamics.md §5, §6; boundaries are ours).
 
 Every function is vectorised over the configs of a trajectory and returns a float64 numpy array (C,)
 of *logged* step indices, ``NaN`` where the event is not reached within the logged steps.  With
@@ -32,27 +32,33 @@ def _check_query(traj: SoftmaxTrajectory, k: int) -> None:
 
 
 def first_attention_step(traj: SoftmaxTrajectory, k: int, a: float) -> np.ndarray:
-    """First logged step (C,) with ``E[Attn_k] >= a`` for query k (0-based); NaN if not reached (spec 5)."""
+    """First logged step (C,) with ``E[Attn_k] >= a`` for query k (0-based); NaN if not reached.
+
+    docs/softmax_dynamics.md §5.
+    """
     _check_query(traj, k)
     return first_step(traj, traj.target_attention[:, :, k] >= a)
 
 
 def first_loss_step(traj: SoftmaxTrajectory, k: int, eps: float) -> np.ndarray:
-    """First logged step (C,) with ``E[l_k] <= eps`` for query k (0-based); NaN if not reached (spec 5)."""
+    """First logged step (C,) with ``E[l_k] <= eps`` for query k (0-based); NaN if not reached.
+
+    docs/softmax_dynamics.md §5.
+    """
     _check_query(traj, k)
     return first_step(traj, traj.loss_per_query[:, :, k] <= eps)
 
 
 @dataclass
 class UnderrepresentedEvents:
-    """Ends of the four regimes of an under-represented query (spec 5, imbalanced), each (C,) with NaN.
+    """Ends of the four regimes of an under-represented query, each (C,) with NaN (docs/softmax_dynamics.md §6).
 
     Attributes
     ----------
     offtarget_peak : step of the maximum of ``B_{k,n}`` averaged over n not in {dominant, k} (the other
         under-represented features are exchangeable, so the average equals each of them); 0 when it only
-        falls (c below the threshold of spec 4.4); NaN when the maximum is the last logged step (still
-        rising) or K = 2 (no such n).
+        falls (c below the threshold of docs/softmax_dynamics.md §7); NaN when the maximum is the last logged step
+        (still rising) or K = 2 (no such n).
     overtakes_dominant : first step with ``E[Attn_k] > E[Attn_dominant]`` (query row k).
     half_attention : first step with ``E[Attn_k] >= 1/2``.
     converged : first step with ``E[l_k] <= eps``.
@@ -77,10 +83,10 @@ def _offtarget_peak(traj: SoftmaxTrajectory, k: int, dominant: int) -> np.ndarra
 
 
 def underrepresented_events(traj: SoftmaxTrajectory, k: int, eps: float, dominant: int = 0) -> UnderrepresentedEvents:
-    """Regime boundaries of query ``k`` (0-based, ``k != dominant``) for every config (spec 5; ours).
+    """Regime boundaries of query ``k`` (0-based, ``k != dominant``) for every config (docs/softmax_dynamics.md §6).
 
-    Provenance: the four regimes are *derived* from the exact dynamics (spec 4.4, 5); the boundaries
-    (peak, overtaking, 1/2, eps) are our operational definitions.
+    Provenance: the four regimes are *derived* from the exact dynamics (docs/softmax_dynamics.md §6, §7); the
+    boundaries (peak, overtaking, 1/2, eps) are our operational definitions.
     """
     _check_query(traj, k)
     _check_query(traj, dominant)

@@ -1,4 +1,4 @@
-"""The full softmax attention model on explicit prompts (spec ``softmax_icl.md`` sections 1-2; stated model).
+"""The full softmax attention model on explicit prompts (docs/softmax_dynamics.md §1; stated model).
 
 One GD step of a config draws ``batch`` prompts: query feature ``q ~ p``, N token features ``f_i ~ p``
 i.i.d. (inverse CDF of counter-based uniforms, :mod:`sims.counter_rng`), and ``w ~ N(0, I_d)``.  With
@@ -9,9 +9,9 @@ from the (K, K) score matrix, so the cost of a step is independent of d except f
 
 Three gradients of that loss (:data:`GRADIENTS`): ``"manual"`` (token level, the default),
 ``"autograd"`` (its check) and ``"counts"``, which evaluates each prompt through its count vector
-(``y_hat = sum_n Attn_n u_n`` with ``Attn_n = c_n e^{s_{q,n}} / sum_m c_m e^{s_{q,m}}``, spec 3): the same
-gradient in exact arithmetic, with K instead of N terms per prompt; it sums in another order, so it agrees
-with ``"manual"`` to float64 roundoff (tests), not bit for bit.  :class:`FullStep` is one GD step with
+(``y_hat = sum_n Attn_n u_n`` with ``Attn_n = c_n e^{s_{q,n}} / sum_m c_m e^{s_{q,m}}``,
+docs/softmax_dynamics.md §2): the same gradient in exact arithmetic, with K instead of N terms per prompt; it sums in
+another order, so it agrees with ``"manual"`` to float64 roundoff (tests), not bit for bit.  :class:`FullStep` is one GD step with
 fixed shapes and the step counter on the device, so ``torch.compile`` or a CUDA graph can capture it.
 """
 from __future__ import annotations
@@ -35,9 +35,9 @@ FEATURE_KINDS = ("standard", "random")
 def feature_matrix(configs: Sequence[SoftmaxConfig], d_max: int, K_max: int, kind: str, device, dtype) -> torch.Tensor:
     """Orthonormal features V (C, d_max, K_max): columns ``v_k``; zero padding beyond each config's (d, K).
 
-    ``kind="standard"``: ``v_k = e_k`` (spec 1 default).  ``kind="random"``: the Q factor (signs fixed so
-    that diag R > 0) of a Gaussian (d, K) matrix drawn from the config's seed, so it does not depend on
-    the batch.  Built per config at setup, outside any step loop.
+    ``kind="standard"``: ``v_k = e_k`` (docs/softmax_dynamics.md §1 default).  ``kind="random"``: the Q factor (signs
+    fixed so that diag R > 0) of a Gaussian (d, K) matrix drawn from the config's seed, so it does not
+    depend on the batch.  Built per config at setup, outside any step loop.
     """
     V = torch.zeros(len(configs), d_max, K_max, device=device, dtype=torch.float64)  # (C, d, K)
     for i, cfg in enumerate(configs):
@@ -53,7 +53,7 @@ def feature_matrix(configs: Sequence[SoftmaxConfig], d_max: int, K_max: int, kin
 
 
 def scores_from_Q(Q: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """Scores (C, K, K) ``S[k, n] = v_n^T Q v_k`` from Q (C, d, d) and V (C, d, K) (spec 3)."""
+    """Scores (C, K, K) ``S[k, n] = v_n^T Q v_k`` from Q (C, d, d) and V (C, d, K) (docs/softmax_dynamics.md §2)."""
     return (V.mT @ Q @ V).mT  # (C, K, K)
 
 
@@ -113,7 +113,7 @@ class _Terms:
 
 
 def _token_terms(S: torch.Tensor, prompts: Prompts) -> _Terms:
-    """Token-level forward pass: softmax over the N tokens of each prompt (spec 2)."""
+    """Token-level forward pass: softmax over the N tokens of each prompt (docs/softmax_dynamics.md §1)."""
     C, K, _ = S.shape
     flat = prompts.query[..., None] * K + prompts.tokens  # (C, B, N): index of s_{q, f_i} in S.view(C, K*K)
     z = S.reshape(C, K * K).gather(1, flat.reshape(C, -1)).reshape(flat.shape)  # (C, B, N)
@@ -125,7 +125,10 @@ def _token_terms(S: torch.Tensor, prompts: Prompts) -> _Terms:
 
 
 def _count_terms(S: torch.Tensor, prompts: Prompts) -> _Terms:
-    """Count-level forward pass: ``Attn_n = c_n e^{s_{q,n}} / sum_m c_m e^{s_{q,m}}`` over K features (spec 3)."""
+    """Count-level forward pass: ``Attn_n = c_n e^{s_{q,n}} / sum_m c_m e^{s_{q,m}}`` over K features.
+
+    docs/softmax_dynamics.md §2.
+    """
     C, K, _ = S.shape
     counts = token_counts(prompts.tokens, K, prompts.real)  # (C, B, K)
     index = prompts.query[..., None] * K + torch.arange(K, device=S.device)  # (C, B, K)
@@ -181,7 +184,7 @@ GRADIENTS = {"manual": manual_gradient, "autograd": autograd_gradient, "counts":
 
 
 class FullStep:
-    """One minibatch GD step of a batch of configs: ``(Q, t) -> (Q - eta grad, t + 1)`` (spec 2).
+    """One minibatch GD step of a batch of configs: ``(Q, t) -> (Q - eta grad, t + 1)`` (docs/softmax_dynamics.md §1).
 
     ``Q`` (C, d, d) and the step counter ``t`` (0-d int64) live on the device and every shape is fixed,
     so the step needs no host synchronisation and can be captured by ``torch.compile`` / a CUDA graph.

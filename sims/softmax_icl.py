@@ -1,19 +1,18 @@
 """Batched GD dynamics of "In-Context Convergence of Transformers" (Huang, Cheng & Liang, arXiv 2310.05249).
 
-Two simulators of spec ``softmax_icl.md``, both batched along a leading config axis C, with a fixed
-step count, logging into preallocated buffers, and no host synchronisation inside the step loop:
+Two simulators of the model of docs/softmax_dynamics.md, both batched along a leading config axis C, with a
+fixed step count, logging into preallocated buffers, and no host synchronisation inside the step loop:
 
-- :func:`simulate_reduced`: the exact population GD of the scores (spec 4.2; derived), using the
-  symbolic gradient :func:`theory.softmax_icl.score_gradient`.
-- :func:`simulate_full`: the full model (spec 1-2; stated) — Q in R^{d x d}, explicit sampled prompts,
-  minibatch GD — logged through the same expectation over counts as the reduced model.
+- :func:`simulate_reduced`: the exact population GD of the scores (docs/softmax_dynamics.md §2; derived), using
+  the symbolic gradient :func:`theory.softmax_icl.score_gradient`.
+- :func:`simulate_full`: the full model (docs/softmax_dynamics.md §1; stated) — Q in R^{d x d}, explicit sampled
+  prompts, minibatch GD — logged through the same expectation over counts as the reduced model.
 
 The configs (:mod:`sims.softmax_config`), count ensembles (:mod:`sims.softmax_counts`), trajectories
 (:mod:`sims.softmax_trajectory`) and phase events (:mod:`sims.softmax_events`) are re-exported here.
 
-Performance (architecture.md, "Performance"): each step is one function of device tensors with fixed
-shapes — the state and a step counter ``t`` kept on the device — so the loop never reads the device, and
-the step can be compiled (``compile=``, or ``$VERIFY_COMPILE``; on by default on CUDA).  Random numbers
+Performance: each step is one function of device tensors with fixed shapes — the state and a step counter
+``t`` kept on the device — so the loop never reads the device, and the step can be compiled (``compile=``, or ``$VERIFY_COMPILE``; on by default on CUDA).  Random numbers
 are drawn once per distinct seed and shared by the configs that have it (:mod:`sims.counter_rng`).
 On the CPU, glibc's malloc is asked once per process to keep freed memory for reuse
 (:func:`reuse_freed_memory`): otherwise every step's megabyte-sized temporaries are fresh mmaps, and
@@ -95,7 +94,9 @@ def simulate_reduced(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device
                      dtype: torch.dtype = torch.float64, count_samples: int = DEFAULT_COUNT_SAMPLES,
                      exact_limit: int = EXACT_ENUMERATION_LIMIT,
                      compile: bool | str | None = None) -> SoftmaxTrajectory:
-    """Exact population GD on the scores, ``s_k -= eta p_k E[d l_k / d s_k]`` from ``s = 0`` (spec 4.2; derived).
+    """Exact population GD on the scores, ``s_k -= eta p_k E[d l_k / d s_k]`` from ``s = 0``.
+
+    docs/softmax_dynamics.md §2 (derived).
 
     Parameters
     ----------
@@ -113,7 +114,7 @@ def simulate_reduced(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device
     SoftmaxTrajectory with ``model="reduced"``.
 
     Every step evaluates the expectation at the current scores (with the loss only when the step is
-    logged) and applies the exact GD update of spec 4.2, with the gradient lambdified from sympy by
+    logged) and applies the exact GD update of docs/softmax_dynamics.md §2, with the gradient lambdified from sympy by
     :mod:`theory.softmax_icl`.
     """
     batch = _Batch(configs, device, dtype, count_samples, exact_limit, compile)
@@ -141,7 +142,9 @@ def simulate_full(configs: Sequence[SoftmaxConfig] | SoftmaxConfig, *, device="c
                   dtype: torch.dtype = torch.float64, grad: str = "manual", features: str = "standard",
                   count_samples: int = DEFAULT_COUNT_SAMPLES, exact_limit: int = EXACT_ENUMERATION_LIMIT,
                   compile: bool | str | None = None) -> SoftmaxTrajectory:
-    """Minibatch GD of the full model on explicit prompts, ``Q -= eta grad``, from ``Q = 0`` (spec 1-2; stated).
+    """Minibatch GD of the full model on explicit prompts, ``Q -= eta grad``, from ``Q = 0``.
+
+    docs/softmax_dynamics.md §1 (stated).
 
     Parameters
     ----------

@@ -1,4 +1,7 @@
-"""Logged trajectories of the softmax in-context model and the recorder that fills them (spec 3)."""
+"""Logged trajectories of the softmax in-context model and the recorder that fills them.
+
+docs/softmax_dynamics.md §2.
+"""
 from __future__ import annotations
 
 import json
@@ -22,7 +25,7 @@ def logged_steps(steps: int, log_every: int) -> list[int]:
 
 @dataclass
 class SoftmaxTrajectory:
-    """Logged state of C configs over T logged steps (spec 3 quantities), on the CPU.
+    """Logged state of C configs over T logged steps (docs/softmax_dynamics.md §2 quantities), on the CPU.
 
     Attributes
     ----------
@@ -49,12 +52,12 @@ class SoftmaxTrajectory:
 
     @property
     def A(self) -> torch.Tensor:
-        """(C, T, K) target weights ``A_k = s_{k,k}`` (spec 3)."""
+        """(C, T, K) target weights ``A_k = s_{k,k}`` (docs/softmax_dynamics.md §2)."""
         return torch.diagonal(self.scores, dim1=-2, dim2=-1)  # (C, T, K)
 
     @property
     def B(self) -> torch.Tensor:
-        """(C, T, K, K) off-target weights ``B_{k,n} = s_{k,n}``, n != k; the diagonal is set to 0 (spec 3)."""
+        """(C, T, K, K) off-target weights ``B_{k,n} = s_{k,n}``, n != k, diagonal 0 (docs/softmax_dynamics.md §2)."""
         eye = torch.eye(self.scores.shape[-1], dtype=torch.bool)  # (K, K)
         return self.scores.masked_fill(eye, 0.0)  # (C, T, K, K)
 

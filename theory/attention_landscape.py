@@ -1,7 +1,7 @@
 """The attention landscape of Kim & Suzuki, "Transformers Learn Nonlinear Features In Context:
 Nonconvex Mean-field Dynamics on the Attention Landscape" (arXiv 2402.01258, ICML 2024).
 
-Spec: shared/spec/attention_landscape.md, sections 1-5. Conventions:
+Derivations: docs/attention_landscape.md §1-§8 (the project's own write-up). Conventions:
 
 - x ~ N(0, I_d). A particle measure mu is M particles theta_i = (a_i, w_i), a_i in R^k, w_i in R^d,
   with weights p_i (uniform 1/M unless given; signed weights describe perturbations chi);
@@ -12,12 +12,14 @@ Spec: shared/spec/attention_landscape.md, sections 1-5. Conventions:
   :class:`SingularCovarianceError` otherwise.
 - Velocities and the particle Hessian use autograd through the (closed-form or quadrature) kernels.
 
-Provenance tags (stated / derived / recalled) are the spec's; every docstring carries its own.
+Provenance tags (stated / derived / recalled) are those of docs/attention_landscape.md; every docstring
+carries its own.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -41,6 +43,7 @@ __all__ = [
     "features",
     "finite_n_loss",
     "first_variation",
+    "free_output_direction",
     "grad_W_loss_tf",
     "hessian_min_eigenvalue",
     "landscape_loss",
@@ -50,7 +53,9 @@ __all__ = [
     "mixture",
     "mixture_derivative",
     "mixture_second_derivative",
+    "near_critical_lower_bound",
     "optimal_W",
+    "orthogonal_critical_point",
     "particle_velocity",
     "saddle_indicator",
     "schur_complement",
@@ -125,7 +130,7 @@ class ParticleMeasure:
     def push(self, R: Tensor) -> "ParticleMeasure":
         """R#mu: every particle (a, w) -> (R a, w); R is (k', k), and h_{R#mu} = R h_mu.
 
-        Spec section 2 (Kim & Suzuki, arXiv 2402.01258, section 3). Provenance: derived.
+        docs/attention_landscape.md §3 (Kim & Suzuki, arXiv 2402.01258, section 3). Provenance: derived.
         """
         return ParticleMeasure(self.a @ R.T, self.w, self.p)  # a: (M, k')
 
@@ -134,7 +139,7 @@ def validate_measure(mu: ParticleMeasure, probability: bool = True) -> None:
     """Reject non-finite particles and, for probability measures, weights that are negative or do
     not sum to 1 (within 1e-9, far above the M * eps rounding of a float64 sum for M <= 1e6).
     Meant for user input (particle files); it synchronises the device.
-    No formula: input policy of architecture.md ("bad input gets a one-line error").
+    No formula: input policy (bad input gets a one-line error naming the problem).
 
     Raises
     ------
@@ -158,7 +163,7 @@ def _union(mu: ParticleMeasure, nu: ParticleMeasure, c_mu: float, c_nu: float) -
 def mixture(mu: ParticleMeasure, nu: ParticleMeasure, s: float) -> ParticleMeasure:
     """The mixture (1 - s) mu + s nu: the union of both particle lists, weights (1-s) p and s p'.
 
-    Spec section 3 (mixture direction; Kim & Suzuki, arXiv 2402.01258, Theorem 3.3 uses
+    docs/attention_landscape.md §5 (mixture direction; Kim & Suzuki, arXiv 2402.01258, Theorem 3.3 uses
     mu_s = (1-s) mu + s R#mu°). Provenance: derived (h is linear in the measure). Any real s is
     allowed (s < 0 gives a signed measure, used for central differences).
     """
@@ -168,7 +173,7 @@ def mixture(mu: ParticleMeasure, nu: ParticleMeasure, s: float) -> ParticleMeasu
 def features(name: str, mu: ParticleMeasure, x: Tensor) -> Tensor:
     """The mean-field MLP h_mu(x) = sum_i p_i a_i sigma(w_i.x).
 
-    Spec section 1 (stated; Kim & Suzuki, arXiv 2402.01258, section 2).
+    docs/attention_landscape.md §1 (stated; Kim & Suzuki, arXiv 2402.01258, section 2).
 
     Parameters
     ----------
@@ -188,7 +193,7 @@ def features(name: str, mu: ParticleMeasure, x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Covariances:
-    """Feature covariances for x ~ N(0, I_d) (spec section 1; stated).
+    """Feature covariances for x ~ N(0, I_d) (docs/attention_landscape.md §1; stated).
 
     Attributes
     ----------
@@ -216,7 +221,7 @@ def covariances(name: str, student: ParticleMeasure, teacher: ParticleMeasure, *
 
     S_mm = sum_ij p_i p_j a_i a_j^T K(w_i, w_j), S_om = sum_ji p°_j p_i a°_j a_i^T K(w°_j, w_i),
     S_oo = sum_jl p°_j p°_l a°_j a°_l^T K(w°_j, w°_l), K the Gaussian pair kernel.
-    Spec section 1 (stated definitions; Kim & Suzuki, arXiv 2402.01258, section 3). Differentiable.
+    docs/attention_landscape.md §1 (stated definitions; Kim & Suzuki, arXiv 2402.01258, section 3). Differentiable.
     """
     def cov(m1: ParticleMeasure, m2: ParticleMeasure) -> Tensor:
         return contract(name, m1.a, m1.w, m2.a, m2.w, m1.weights, m2.weights, tile=tile,
@@ -233,7 +238,7 @@ def loss_tf(cov: Covariances, W: Tensor, noise_var: float = 0.0) -> Tensor:
     """The n = infinity in-context loss L_TF(mu, W).
 
     L_TF = 1/2 tr S_oo - tr(S_om W S_mo) + 1/2 tr(W^T S_mo S_om W S_mm) (+ s^2 / 2 with label noise
-    N(0, s^2)). Kim & Suzuki, arXiv 2402.01258, eq. (2); spec section 2. Provenance: stated (the
+    N(0, s^2)). Kim & Suzuki, arXiv 2402.01258, eq. (2); docs/attention_landscape.md §2. Provenance: stated (the
     noise shift is stated too).
     """
     P = cov.S_mo @ cov.S_om  # (k, k)
@@ -244,7 +249,7 @@ def loss_tf(cov: Covariances, W: Tensor, noise_var: float = 0.0) -> Tensor:
 def grad_W_loss_tf(cov: Covariances, W: Tensor) -> Tensor:
     """grad_W L_TF = S_mo S_om (W S_mm - I).
 
-    Spec section 2 (Kim & Suzuki, arXiv 2402.01258, eq. (2) differentiated). Provenance: derived.
+    docs/attention_landscape.md §2 (Kim & Suzuki, arXiv 2402.01258, eq. (2) differentiated). Provenance: derived.
     """
     eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
     return cov.S_mo @ cov.S_om @ (W @ cov.S_mm - eye)  # (k, k)
@@ -277,7 +282,7 @@ def _solve(S_mm: Tensor, rhs: Tensor, cond_max: float) -> Tensor:
 def optimal_W(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
     """W* = S_mm^{-1}, a minimizer of L_TF(mu, .) for every mu.
 
-    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1; spec section 2. Provenance: stated.
+    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1; docs/attention_landscape.md §2. Provenance: stated.
     """
     eye = torch.eye(cov.S_mm.shape[0], dtype=cov.S_mm.dtype, device=cov.S_mm.device)
     return _solve(cov.S_mm, eye, cond_max)  # (k, k)
@@ -287,7 +292,7 @@ def minimizer_residual(cov: Covariances, W: Tensor, cond_max: float = COND_MAX) 
     """||S_om W - S_om S_mm^{-1}||_F: zero exactly when W minimizes L_TF(mu, .).
 
     Every minimizer satisfies S_om W = S_om S_mm^{-1} (Kim & Suzuki, arXiv 2402.01258, Lemma 3.1;
-    spec section 2). Provenance: stated.
+    docs/attention_landscape.md §2). Provenance: stated.
     """
     return torch.linalg.matrix_norm(cov.S_om @ (W - optimal_W(cov, cond_max)))
 
@@ -300,7 +305,7 @@ def w_flow_rate(cov: Covariances) -> Tensor:
     need not reach W*, yet L_TF - L = 1/2 tr(E^T S_mo S_om E S_mm) still decays at twice the
     smallest *positive* eigenvalue of S_mo S_om times lambda_min(S_mm): the null-space part of E
     never enters L_TF (derived; tests/unit/test_attention_landscape.py checks both).
-    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1; spec section 2. Provenance: derived.
+    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1; docs/attention_landscape.md §2. Provenance: derived.
     """
     return torch.linalg.eigvalsh(cov.S_mo @ cov.S_om)[0] * torch.linalg.eigvalsh(cov.S_mm)[0]
 
@@ -311,7 +316,7 @@ def w_flow_rate(cov: Covariances) -> Tensor:
 def b_matrix(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
     """B_mu = S_mm^{-1} S_mo, (k, k_o): the least-squares map with f° ~ B_mu^T h_mu.
 
-    Spec section 3 (derived; Kim & Suzuki, arXiv 2402.01258, section 3).
+    docs/attention_landscape.md §4 (derived; Kim & Suzuki, arXiv 2402.01258, section 3).
     """
     return _solve(cov.S_mm, cov.S_mo, cond_max)
 
@@ -319,7 +324,7 @@ def b_matrix(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
 def schur_complement(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
     """S_mu = S_oo - S_om S_mm^{-1} S_mo (PSD), the residual covariance E[zeta zeta^T].
 
-    Kim & Suzuki, arXiv 2402.01258, eq. (3); spec section 2. Provenance: stated.
+    Kim & Suzuki, arXiv 2402.01258, eq. (3); docs/attention_landscape.md §3. Provenance: stated.
     """
     S_mu = cov.S_oo - cov.S_om @ b_matrix(cov, cond_max)  # (k_o, k_o)
     return 0.5 * (S_mu + S_mu.T)
@@ -329,7 +334,7 @@ def landscape_loss(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
     """The attention landscape L(mu) = min_W L_TF(mu, W) = 1/2 tr S_mu.
 
     L = 1/2 tr S_oo - 1/2 tr(S_om S_mm^{-1} S_mo) = 1/2 E||zeta||^2, zeta = f° - S_om S_mm^{-1} h.
-    Kim & Suzuki, arXiv 2402.01258, eq. (3); spec section 2. Provenance: stated. Facts (derived):
+    Kim & Suzuki, arXiv 2402.01258, eq. (3); docs/attention_landscape.md §3. Provenance: stated. Facts (derived):
     0 <= L <= 1/2 tr S_oo, L(mu°) = 0, L(R#mu) = L(mu).
 
     Raises
@@ -345,7 +350,7 @@ def attention_landscape(name: str, student: ParticleMeasure, teacher: ParticleMe
                         cond_max: float = COND_MAX) -> Tensor:
     """L(mu) = 1/2 tr S_mu straight from the particles (differentiable in them).
 
-    Kim & Suzuki, arXiv 2402.01258, eq. (3); spec section 2. Provenance: stated.
+    Kim & Suzuki, arXiv 2402.01258, eq. (3); docs/attention_landscape.md §3. Provenance: stated.
     """
     return landscape_loss(covariances(name, student, teacher, tile=tile, order=order), cond_max)
 
@@ -353,7 +358,7 @@ def attention_landscape(name: str, student: ParticleMeasure, teacher: ParticleMe
 def saddle_indicator(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
     """||S_mo S_mu||_F: nonzero means some mixture direction R#mu° decreases L at first order.
 
-    Spec section 3 (derived; Kim & Suzuki, arXiv 2402.01258, section 4).
+    docs/attention_landscape.md §5 (derived; Kim & Suzuki, arXiv 2402.01258, section 4).
     """
     return torch.linalg.matrix_norm(cov.S_mo @ schur_complement(cov, cond_max))
 
@@ -361,7 +366,7 @@ def saddle_indicator(cov: Covariances, cond_max: float = COND_MAX) -> Tensor:
 def mixture_derivative(cov: Covariances, R: Tensor, cond_max: float = COND_MAX) -> Tensor:
     """d/ds L((1-s) mu + s R#mu°) at s = 0, which equals -tr(R^T B_mu S_mu).
 
-    R is (k, k_o). Spec section 3 (derived; Kim & Suzuki, arXiv 2402.01258, proof of Theorem 3.3).
+    R is (k, k_o). docs/attention_landscape.md §5 (derived; Kim & Suzuki, arXiv 2402.01258, proof of Theorem 3.3).
     """
     return -torch.trace(R.T @ b_matrix(cov, cond_max) @ schur_complement(cov, cond_max))
 
@@ -373,13 +378,59 @@ def critical_point_lower_bound(cov: Covariances, rtol: float = 1e-8,
     There every nonzero eigenvalue of S_mu is an eigenvalue of S_oo, so L = 1/2 tr S_mu >= this.
     rank(S_mu) counts eigenvalues above ``rtol * lambda_max(S_oo)`` (rounding in S_mu is about
     cond(S_mm) * eps * ||S_oo||, far below the default 1e-8 for accepted conditioning up to ~1e6).
-    Spec section 3 (derived; the paper's "L >= r_/2", Kim & Suzuki, arXiv 2402.01258, section 4,
+    docs/attention_landscape.md §5 (derived; the paper's "L >= r_/2", Kim & Suzuki, arXiv 2402.01258, section 4,
     is stated in that form with r_ unconfirmed).
     """
     eig_oo = torch.linalg.eigvalsh(cov.S_oo)  # (k_o,)
     eig_mu = torch.linalg.eigvalsh(schur_complement(cov, cond_max))  # (k_o,)
     rank = (eig_mu > rtol * eig_oo[-1]).sum()
     return 0.5 * eig_oo[0] * rank
+
+
+def free_output_direction(cov: Covariances, rtol: float = 1e-8, cond_max: float = COND_MAX) -> Tensor:
+    """R = (I - B B^+) Pi, the mixture direction R#mu° that adds the unexplained teacher outputs to the student
+    outputs the least-squares fit does not use.
+
+    B = S_mm^{-1} S_mo (k, k_o); I - B B^+ projects R^k onto ker(B^T) (student outputs that carry no weight in
+    the fit f° ~ B^T h); Pi projects R^{k_o} onto the eigenvectors of S_mu with eigenvalue above
+    ``rtol * lambda_max(S_oo)`` (the unexplained part of f°); singular values of B below
+    ``rtol * sqrt(lambda_max(S_oo) / lambda_min(S_mm))`` (B's largest possible norm) count as 0.
+    At the orthogonal critical points (:func:`orthogonal_critical_point`) it is the projector on the
+    unexplained outputs. Returns (k, k_o).
+    docs/attention_landscape.md §7. Provenance: ours (a choice of R for Theorem 3.3, whose R we could
+    not read).
+    """
+    B = b_matrix(cov, cond_max)  # (k, k_o)
+    eye = torch.eye(B.shape[0], dtype=B.dtype, device=B.device)
+    lam_oo = torch.linalg.eigvalsh(cov.S_oo)[-1]
+    largest = torch.sqrt(lam_oo / torch.linalg.eigvalsh(cov.S_mm)[0])  # ||B|| <= this, as B^T S_mm B <= S_oo
+    free = eye - B @ torch.linalg.pinv(B, atol=float(rtol * largest))  # (k, k)
+    eig, vec = torch.linalg.eigh(schur_complement(cov, cond_max))  # (k_o,), (k_o, k_o)
+    U = vec[:, eig > rtol * lam_oo]  # (k_o, r)
+    return free @ U @ U.T  # (k, k_o)
+
+
+def near_critical_lower_bound(cov: Covariances, rtol: float = 1e-8,
+                              cond_max: float = COND_MAX) -> Tensor:
+    """The lower bound of :func:`critical_point_lower_bound` corrected for an inexact critical point.
+
+    With eta = ||S_mo S_mu||_F (the saddle indicator), every eigenpair S_mu e = s e has
+    ||S_mo e|| <= eta / s, and s = e^T S_oo e - ||S_mm^{-1/2} S_mo e||^2, so
+    s >= b(s) = lambda_min(S_oo) - eta^2 / (s^2 lambda_min(S_mm)). Hence
+    L = 1/2 sum_i s_i >= 1/2 sum_i max(0, b(s_i)), the sum over eigenvalues above
+    ``rtol * lambda_max(S_oo)`` (smaller ones are rounding of zero and contribute 0). At eta = 0 this is
+    1/2 lambda_min(S_oo) rank(S_mu); it is what can be checked at a critical point reached by a flow,
+    where eta is small but not 0. docs/attention_landscape.md §5. Provenance: derived (ours).
+    """
+    eig_oo = torch.linalg.eigvalsh(cov.S_oo)  # (k_o,)
+    S_mu = schur_complement(cov, cond_max)  # (k_o, k_o)
+    eig_mu = torch.linalg.eigvalsh(S_mu)  # (k_o,)
+    eta = torch.linalg.matrix_norm(cov.S_mo @ S_mu)
+    lam_mm = torch.linalg.eigvalsh(cov.S_mm)[0]
+    kept = eig_mu > rtol * eig_oo[-1]
+    safe = torch.where(kept, eig_mu, torch.ones_like(eig_mu))  # (k_o,)
+    b = (eig_oo[0] - eta ** 2 / (safe ** 2 * lam_mm)).clamp_min(0.0)  # (k_o,)
+    return 0.5 * torch.where(kept, b, torch.zeros_like(b)).sum()
 
 
 # --------------------------------------------------------------------------- variations, flow
@@ -402,7 +453,7 @@ def first_variation(name: str, student: ParticleMeasure, teacher: ParticleMeasur
 
     V(theta) = -E[sigma(w.x) a^T B_mu zeta(x)] = -a^T B_mu (c_o(w) - B_mu^T c_m(w)), with the kernel
     means c_o(w) = E[sigma(w.x) f°(x)] = sum_j p°_j a°_j K(w, w°_j) and c_m(w) = sum_i p_i a_i
-    K(w, w_i). Normal equations give sum_i p_i V(theta_i) = 0. Spec section 3 (derived; Kim &
+    K(w, w_i). Normal equations give sum_i p_i V(theta_i) = 0. docs/attention_landscape.md §4 (derived; Kim &
     Suzuki, arXiv 2402.01258, section 3). Differentiable in (a, w) and in the measures.
 
     Parameters
@@ -431,7 +482,7 @@ def particle_velocity(name: str, student: ParticleMeasure, teacher: ParticleMeas
     da/dt = E[sigma(w.x) B_mu zeta(x)], dw/dt = E[sigma'(w.x) (a^T B_mu zeta(x)) x], computed by
     autograd of :func:`first_variation` in the evaluation point. At the particles of a uniform
     measure it equals -M grad_{theta_i} L(theta_1..theta_M) (mean-field time; -grad / p_i for
-    weights p). Spec section 3 (derived; Kim & Suzuki, arXiv 2402.01258, section 3).
+    weights p). docs/attention_landscape.md §4 (derived; Kim & Suzuki, arXiv 2402.01258, section 3).
 
     Parameters
     ----------
@@ -458,7 +509,7 @@ def dissipation(name: str, student: ParticleMeasure, teacher: ParticleMeasure, *
     """int ||grad_theta V||^2 dmu = -dL/dt along the Wasserstein gradient flow.
 
     dL/dt = -int ||grad V||^2 dmu = -sum_i p_i ||v_i||^2 with v_i = :func:`particle_velocity`.
-    Spec section 3 (derived; Kim & Suzuki, arXiv 2402.01258, section 3).
+    docs/attention_landscape.md §4 (derived; Kim & Suzuki, arXiv 2402.01258, section 3).
     """
     v_a, v_w = particle_velocity(name, student, teacher, tile=tile, order=order, cond_max=cond_max)
     return student.weights @ ((v_a * v_a).sum(-1) + (v_w * v_w).sum(-1))
@@ -471,7 +522,7 @@ def second_variation(name: str, student: ParticleMeasure, teacher: ParticleMeasu
 
     d2L[g] = E||B_mu^T g||^2 - tr(Q(g)^T S_mm^{-1} Q(g)),
     Q(g) = E[g f°^T] - (E[h g^T] + E[g h^T]) B_mu. ``chi`` is a signed particle measure.
-    Spec section 3 (derived; Kim & Suzuki, arXiv 2402.01258, proof of Theorem 3.3).
+    docs/attention_landscape.md §5 (derived; Kim & Suzuki, arXiv 2402.01258, proof of Theorem 3.3).
     """
     def cov(m1: ParticleMeasure, m2: ParticleMeasure) -> Tensor:
         return contract(name, m1.a, m1.w, m2.a, m2.w, m1.weights, m2.weights, tile=tile,
@@ -490,7 +541,7 @@ def mixture_second_derivative(name: str, student: ParticleMeasure, teacher: Part
                               cond_max: float = COND_MAX) -> Tensor:
     """d^2/ds^2 L((1-s) mu + s R#mu°) at s = 0, which equals d2L[h_{R#mu°} - h_mu].
 
-    Spec section 3 (derived); Theorem 3.3 of Kim & Suzuki (arXiv 2402.01258) bounds it by
+    docs/attention_landscape.md §5 (derived); Theorem 3.3 of Kim & Suzuki (arXiv 2402.01258) bounds it by
     -(4 / (k R_1^2)) L(mu)^2 at non-global critical points (stated in form, R_1 unconfirmed).
     """
     chi = _union(teacher.push(R), student, 1.0, -1.0)  # R#mu° - mu
@@ -506,7 +557,7 @@ def wasserstein_hessian(name: str, student: ParticleMeasure, teacher: ParticleMe
     theta stacks the particles row-wise, theta_i = (a_i, w_i) (k + d entries each); for uniform
     weights this is M times the Hessian of L(theta_1..theta_M), the linearisation of the mean-field
     flow. Its lowest eigenvalue is negative at a strict saddle. Autograd Hessian: small M only.
-    Spec section 5 (derived; Kim & Suzuki, arXiv 2402.01258, section 4).
+    docs/attention_landscape.md §6 (derived; Kim & Suzuki, arXiv 2402.01258, section 4).
 
     Returns
     -------
@@ -532,7 +583,7 @@ def wasserstein_hessian(name: str, student: ParticleMeasure, teacher: ParticleMe
 
 def hessian_min_eigenvalue(name: str, student: ParticleMeasure, teacher: ParticleMeasure,
                            **kwargs) -> Tensor:
-    """lambda_min of :func:`wasserstein_hessian` (negative at a strict saddle; spec section 5,
+    """lambda_min of :func:`wasserstein_hessian` (negative at a strict saddle; docs/attention_landscape.md §6,
     derived). Keyword arguments go to :func:`wasserstein_hessian`."""
     return torch.linalg.eigvalsh(wasserstein_hessian(name, student, teacher, **kwargs))[0]
 
@@ -543,13 +594,13 @@ def hessian_min_eigenvalue(name: str, student: ParticleMeasure, teacher: Particl
 def exact_strict_saddle(k: int, d: int, *, generator: torch.Generator | None = None,
                         dtype: torch.dtype = torch.float64,
                         device: torch.device | str = "cpu") -> tuple[ParticleMeasure, ParticleMeasure]:
-    """The exact strict saddle of spec section 5 (use with the erf activation).
+    """The exact strict saddle of docs/attention_landscape.md §6 (use with the erf activation).
 
     Teacher: k particles (k e_j, u_j), so f°_j(x) = erf(u_j.x), u_1..u_k orthonormal. Student: k
     particles reproducing f°_1..f°_{k-1} exactly, plus (k e_k, v) with v orthogonal to every u_j.
     With erf and x ~ N(0, I_d): S_mm = S_oo = c I, S_om = diag(c,..,c,0), c = (2/pi) arcsin(2/3),
     V = 0 identically, L = c/2 = 1/2 E[f°_k^2], saddle indicator 0, negative curvature towards
-    R = e_k e_k^T. Provenance: derived (spec section 5; Kim & Suzuki, arXiv 2402.01258, section 4).
+    R = e_k e_k^T. Provenance: derived (docs/attention_landscape.md §6; Kim & Suzuki, arXiv 2402.01258, section 4).
 
     Parameters
     ----------
@@ -574,6 +625,52 @@ def exact_strict_saddle(k: int, d: int, *, generator: torch.Generator | None = N
     a = k * torch.eye(k, dtype=dtype, device=device)  # (k, k): particle j carries output j
     teacher = ParticleMeasure(a, frame[:k])  # w: (k, d) = u_1..u_k
     student = ParticleMeasure(a.clone(), torch.cat([frame[:k - 1], frame[k:k + 1]]))  # u_1..u_{k-1}, v
+    return student, teacher
+
+
+def orthogonal_critical_point(k: int, d: int, unexplained: int = 1, *, norms: Sequence[float] | None = None,
+                              scale: float = 1.0, copies: int = 1,
+                              generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+                              device: torch.device | str = "cpu") -> tuple[ParticleMeasure, ParticleMeasure]:
+    """A family of exact non-global critical points (use with an odd activation: erf, tanh).
+
+    Teacher: k particles (k e_j, r_j u_j), f°_j(x) = sigma(r_j u_j.x), u_j orthonormal, r_j = ``norms``
+    (an anisotropic teacher when they differ). Student: the teacher's particles for the first
+    k - ``unexplained`` outputs, and for each remaining output j the particle (k ``scale`` e_j, r_j v_j),
+    v_j orthonormal and orthogonal to every u. Each student particle is split into ``copies`` particles at
+    the same w whose output weights are multiplied by 1 + t_i, t = linspace(-1/2, 1/2, copies) (summing
+    to 0, so h is unchanged while the particle Hessian is not). For an odd activation and x ~ N(0, I_d),
+    orthogonal directions give uncorrelated features, so B_mu zeta = 0: V = 0 identically, S_mo S_mu = 0,
+    L = 1/2 sum over unexplained j of E[f°_j^2], rank(S_mu) = ``unexplained``.
+    With unexplained = 1, norms 1, scale 1, copies 1 this is :func:`exact_strict_saddle`.
+    docs/attention_landscape.md §6. Provenance: derived.
+
+    Raises
+    ------
+    ValueError
+        Unless 1 <= unexplained <= k, d >= k + unexplained, copies >= 1, len(norms) == k.
+    """
+    r = k if norms is None else len(norms)
+    if not (1 <= unexplained <= k and d >= k + unexplained and copies >= 1 and r == k):
+        raise ValueError(f"orthogonal critical point needs 1 <= unexplained <= k, d >= k + unexplained, "
+                         f"copies >= 1 and k norms; got k = {k}, d = {d}, unexplained = {unexplained}, "
+                         f"copies = {copies}, {r} norms")
+    frame = torch.eye(d, dtype=dtype, device=device)  # (d, d), orthonormal rows
+    if generator is not None:
+        gauss = torch.randn(d, d, generator=generator, dtype=dtype, device=generator.device).to(device)
+        frame = torch.linalg.qr(gauss).Q.T
+    radii = torch.ones(k, dtype=dtype, device=device) if norms is None else \
+        torch.tensor([float(n) for n in norms], dtype=dtype, device=device)  # (k,)
+    a = k * torch.eye(k, dtype=dtype, device=device)  # (k, k)
+    teacher = ParticleMeasure(a, frame[:k] * radii[:, None])  # w: (k, d)
+    kept = k - unexplained
+    w = torch.cat([frame[:kept], frame[k:k + unexplained]]) * radii[:, None]  # (k, d)
+    a_s = a.clone()
+    a_s[kept:] *= scale
+    split = 1.0 + torch.linspace(-0.5, 0.5, copies, dtype=dtype, device=device) if copies > 1 else \
+        torch.ones(1, dtype=dtype, device=device)  # (copies,)
+    student = ParticleMeasure((a_s[:, None, :] * split[None, :, None]).reshape(k * copies, k),
+                              w.repeat_interleave(copies, 0))  # (k copies, k), (k copies, d)
     return student, teacher
 
 
@@ -619,7 +716,7 @@ def finite_n_loss(name: str, student: ParticleMeasure, teacher: ParticleMeasure,
     of all particle directions (x enters only through its projection there), so it is meant for
     small r (r <= 4 or so); beyond ``max_nodes`` it raises and :func:`mc_finite_n_loss` is the
     route. ``order`` is the pair-kernel order used for L_TF and the covariances.
-    Spec section 2 (derived; the noise term for finite n is ours, derived the same way; Kim &
+    docs/attention_landscape.md §8 (derived; the noise term for finite n is ours, derived the same way; Kim &
     Suzuki, arXiv 2402.01258, section 3, bound |L^n - L| <~ sqrt(log k / n) stated).
     """
     if n < 1:
@@ -644,7 +741,7 @@ def mc_finite_n_loss(name: str, student: ParticleMeasure, teacher: ParticleMeasu
     Each prompt draws x_1..x_n, x_q ~ N(0, I_d), a task v ~ N(0, I_k) (E[v v^T] = I),
     y_i = v^T f°(x_i) + eps_i, eps_i ~ N(0, s^2); the prediction is
     y_hat = (1/n) sum_i y_i h(x_i)^T W h(x_q) and the loss 1/2 (y_q - y_hat)^2. Kim & Suzuki,
-    arXiv 2402.01258, section 2 (stated model); spec section 2. For tests and benchmarks.
+    arXiv 2402.01258, section 2 (stated model); docs/attention_landscape.md §8. For tests and benchmarks.
     ``generator`` must live on W's device.
     """
     d, k_o = student.w.shape[1], teacher.a.shape[1]

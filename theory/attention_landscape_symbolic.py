@@ -1,8 +1,8 @@
 """Symbolic (sympy) derivations behind the attention landscape of Kim & Suzuki (arXiv 2402.01258).
 
 With a small explicit k and symbolic matrix entries (S_mm and S_oo symmetric, S_om, W and R general),
-these functions return the sympy expressions and the *residuals* of the identities of spec
-attention_landscape.md section 2; a residual that simplifies to 0 proves the identity for that k.
+these functions return the sympy expressions and the *residuals* of the identities of
+docs/attention_landscape.md §2-§3; a residual that simplifies to 0 proves the identity for that k.
 :func:`lambdify_torch` turns any of the expressions into a torch function through an explicit
 function map (sympy's torch printing maps Max/Min wrongly, so unknown functions are refused).
 
@@ -90,7 +90,7 @@ def landscape_symbols(k: int = 2) -> LandscapeSymbols:
 def loss_tf_expr(sym: LandscapeSymbols, W: sp.Matrix | None = None) -> sp.Expr:
     """L_TF = 1/2 tr S_oo - tr(S_om W S_mo) + 1/2 tr(W^T S_mo S_om W S_mm).
 
-    Kim & Suzuki, arXiv 2402.01258, eq. (2); spec section 2. Provenance: stated.
+    Kim & Suzuki, arXiv 2402.01258, eq. (2); docs/attention_landscape.md §2. Provenance: stated.
     """
     W = sym.W if W is None else W
     return (sym.S_oo.trace() / 2 - (sym.S_om * W * sym.S_mo).trace()
@@ -100,7 +100,7 @@ def loss_tf_expr(sym: LandscapeSymbols, W: sp.Matrix | None = None) -> sp.Expr:
 def grad_W_expr(sym: LandscapeSymbols, W: sp.Matrix | None = None) -> sp.Matrix:
     """grad_W L_TF by symbolic differentiation, entry (i, j) = d L_TF / d W_ij (evaluated at ``W``).
 
-    Spec section 2. Provenance: derived.
+    docs/attention_landscape.md §2. Provenance: derived.
     """
     L = loss_tf_expr(sym)
     grad = sym.W.applyfunc(lambda w_ij: sp.diff(L, w_ij))
@@ -108,14 +108,14 @@ def grad_W_expr(sym: LandscapeSymbols, W: sp.Matrix | None = None) -> sp.Matrix:
 
 
 def grad_W_closed_form(sym: LandscapeSymbols) -> sp.Matrix:
-    """The spec's closed form S_mo S_om (W S_mm - I) (spec section 2; derived)."""
+    """The closed form S_mo S_om (W S_mm - I) (docs/attention_landscape.md §2; derived)."""
     return sym.S_mo * sym.S_om * (sym.W * sym.S_mm - sp.eye(sym.W.rows))
 
 
 def grad_W_identity(sym: LandscapeSymbols) -> sp.Matrix:
     """Residual grad_W_expr - S_mo S_om (W S_mm - I), expanded: the zero matrix (polynomial identity).
 
-    Spec section 2 (derived; Kim & Suzuki, arXiv 2402.01258, Lemma 3.1).
+    docs/attention_landscape.md §2 (derived; Kim & Suzuki, arXiv 2402.01258, Lemma 3.1).
     """
     return (grad_W_expr(sym) - grad_W_closed_form(sym)).applyfunc(sp.expand)
 
@@ -123,7 +123,7 @@ def grad_W_identity(sym: LandscapeSymbols) -> sp.Matrix:
 def W_star_stationarity(sym: LandscapeSymbols) -> sp.Matrix:
     """grad_W L_TF at W* = S_mm^{-1}, simplified: the zero matrix.
 
-    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1 (stated: W* minimizes); spec section 2.
+    Kim & Suzuki, arXiv 2402.01258, Lemma 3.1 (stated: W* minimizes); docs/attention_landscape.md §2.
     """
     return grad_W_expr(sym, sym.S_mm.inv()).applyfunc(sp.cancel)
 
@@ -139,7 +139,7 @@ def landscape_expr(sym: LandscapeSymbols, S_mm: sp.Matrix | None = None,
 def landscape_identity(sym: LandscapeSymbols) -> sp.Expr:
     """Residual L_TF(W*) - 1/2 tr(S_oo - S_om S_mm^{-1} S_mo), simplified: 0.
 
-    min_W L_TF = L (Kim & Suzuki, arXiv 2402.01258, eq. (3); stated); spec section 2.
+    min_W L_TF = L (Kim & Suzuki, arXiv 2402.01258, eq. (3); stated); docs/attention_landscape.md §3.
     """
     return sp.cancel(loss_tf_expr(sym, sym.S_mm.inv()) - landscape_expr(sym))
 
@@ -158,7 +158,7 @@ def completed_square_identity(sym: LandscapeSymbols) -> sp.Expr:
 def invariance_identity(sym: LandscapeSymbols) -> sp.Expr:
     """Residual L(R#mu) - L(mu) with S_mm -> R S_mm R^T, S_om -> S_om R^T, simplified: 0.
 
-    Holds for every invertible R (spec section 2; derived).
+    Holds for every invertible R (docs/attention_landscape.md §3; derived).
     """
     moved = landscape_expr(sym, sym.R * sym.S_mm * sym.R.T, sym.S_om * sym.R.T)
     return sp.cancel(moved - landscape_expr(sym))

@@ -2,7 +2,7 @@
 
 The pair kernel of an activation sigma is K(w, w') = E[sigma(w.x) sigma(w'.x)] for x ~ N(0, I_d).
 It depends on (w, w') only through the Gram entries S11 = |w|^2, S22 = |w'|^2, S12 = w.w'
-(spec attention_landscape.md section 6; Kim & Suzuki, arXiv 2402.01258, use x ~ N(0, I_d) in their
+(docs/attention_landscape.md §1; Kim & Suzuki, arXiv 2402.01258, use x ~ N(0, I_d) in their
 experiments, the closed forms are classical facts).
 
 Routes (all float64 torch, device taken from the inputs):
@@ -13,10 +13,12 @@ Routes (all float64 torch, device taken from the inputs):
   activation (:func:`quad_pair_kernel`); it is the production route for ``sigmoid`` and ``tanh``;
 - Monte Carlo (:func:`mc_pair_kernel`), the slow, obviously-correct twin for tests and benchmarks.
 
-Particle velocities need E[sigma'(w.x) sigma(w'.x) x]; we do not write a one-sided kernel for it but
-differentiate the pair kernel with autograd (for Gaussian x, grad_w K = 2 dK/dS11 w + dK/dS12 w', so
-the two are the same quantity). The ReLU closed form carries its analytic partial derivatives (a
-custom autograd function) because the arc-cosine formula has 0 * inf at aligned particles.
+Particle velocities need E[sigma'(w.x) sigma(w'.x) x] = grad_w K = 2 dK/dS11 w + dK/dS12 w' (Gaussian
+x). For the closed forms the partials dK/dS11, dK/dS22, dK/dS12 are written out
+(:func:`closed_form_partials`), so a tiled pass can contract them directly; the quadrature route is
+differentiated by autograd. The ReLU closed form also uses its partials as its autograd backward (a
+custom autograd function) because autograd through the arc-cosine formula gives 0 * inf at aligned
+particles.
 """
 from __future__ import annotations
 
@@ -35,9 +37,12 @@ __all__ = [
     "CLOSED_FORM",
     "DEFAULT_ORDER",
     "DEFAULT_TILE",
+    "KernelPartials",
     "MCEstimate",
     "activation_fn",
     "activation_grad",
+    "closed_form_kernel",
+    "closed_form_partials",
     "contract",
     "gauss_hermite",
     "kernel_matvec",
@@ -87,7 +92,7 @@ _ACTIVATIONS: dict[str, tuple[ActivationFn, ActivationFn]] = {
 
 #: Activation names understood everywhere in ``theory`` (and on the ``verify`` command line).
 ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
-#: Activations whose pair kernel has a closed form (spec section 6).
+#: Activations whose pair kernel has a closed form (the others use Gauss-Hermite quadrature).
 CLOSED_FORM: tuple[str, ...] = ("erf", "probit", "relu")
 
 #: Default Gauss-Hermite order per activation, measured (tests/unit/test_gaussian.py checks it) so
@@ -100,7 +105,10 @@ CLOSED_FORM: tuple[str, ...] = ("erf", "probit", "relu")
 DEFAULT_ORDER: dict[str, int] = {"erf": 360, "probit": 192, "relu": 256, "sigmoid": 192, "tanh": 640}
 
 #: Default side of a kernel tile: at most DEFAULT_TILE x DEFAULT_TILE pairs are evaluated at once.
-DEFAULT_TILE = 1024
+#: 512 (2 MiB per float64 temporary): measured on one CPU thread, the fused mean-field step is as fast
+#: as with 1024 or 256 without the shared block and faster with it (more off-diagonal tiles to mirror
+#: at moderate M); benchmarks/README.md.
+DEFAULT_TILE = 512
 #: Quadrature temporaries per tile are capped at this many floats (the tile side shrinks to fit).
 _QUAD_BUDGET = 1 << 22
 #: Product weights of the 2-D rule below this are dropped; the dropped mass is < 1e-19 up to
@@ -117,8 +125,8 @@ def activation_fn(name: str) -> ActivationFn:
     """Return the activation sigma called ``name``.
 
     erf(z); probit Phi(z) = (1 + erf(z / sqrt 2)) / 2; relu max(z, 0); sigmoid 1 / (1 + e^-z);
-    tanh(z). Provenance: stated (the paper's experiments use sigmoid; the others are the spec's
-    closed-form test beds, spec section 6).
+    tanh(z). Provenance: stated (the paper's experiments use sigmoid; the others are our
+    closed-form test beds, docs/attention_landscape.md §1).
 
     Raises
     ------
@@ -146,17 +154,86 @@ def _gram_det(S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
     return (S11 * S22 - S12 * S12).clamp_min(0.0)
 
 
-def _erf_closed(S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
-    # (2/pi) arcsin(2 S12 / sqrt((1+2 S11)(1+2 S22))), with arcsin z = atan2(z, sqrt(1 - z^2)); the
-    # sqrt argument (1+2S11)(1+2S22) - 4 S12^2 = 1 + 2 S11 + 2 S22 + 4 G is >= 1, so it is smooth.
-    root = torch.sqrt(1.0 + 2.0 * (S11 + S22) + 4.0 * _gram_det(S11, S22, S12))
-    return (2.0 / math.pi) * torch.atan2(2.0 * S12, root)
+class KernelPartials(NamedTuple):
+    """Partial derivatives of a closed-form pair kernel K(S11, S22, S12) in separable form:
+
+        dK/dS11 = row * pair,    dK/dS22 = col * pair,    dK/dS12 = cross,
+
+    with ``row`` a function of S11 only (shape (..., t1, 1) for a tile), ``col`` the same function of
+    S22 ((..., 1, t2)), and ``pair``, ``cross`` (..., t1, t2) symmetric under exchanging the two
+    particles. A tile pass contracts ``pair`` and ``cross`` with its weights and applies ``row`` per
+    particle afterwards; a tile of a particle set with itself serves both orientations.
+    """
+
+    row: Tensor
+    col: Tensor
+    pair: Tensor
+    cross: Tensor
+
+    def full(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(dK/dS11, dK/dS22, dK/dS12), each of the pair shape."""
+        return self.row * self.pair, self.col * self.pair, self.cross
 
 
-def _probit_closed(S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
-    # 1/4 + (1/2pi) arcsin(S12 / sqrt((1+S11)(1+S22))); sqrt argument 1 + S11 + S22 + G >= 1.
-    root = torch.sqrt(1.0 + S11 + S22 + _gram_det(S11, S22, S12))
-    return 0.25 + torch.atan2(S12, root) / (2.0 * math.pi)
+class _Arcsine(NamedTuple):
+    """K = offset + scale * arcsin(S12 / sqrt((c + S11)(c + S22))): erf and probit (see pair_kernel)."""
+
+    c: float
+    scale: float
+    offset: float
+
+
+#: erf: (2/pi) arcsin(2 S12 / sqrt((1 + 2 S11)(1 + 2 S22)))
+#:      = (2/pi) arcsin(S12 / sqrt((1/2 + S11)(1/2 + S22)));
+#: probit: 1/4 + (1/2pi) arcsin(S12 / sqrt((1 + S11)(1 + S22))).
+_ARCSINE: dict[str, _Arcsine] = {"erf": _Arcsine(0.5, 2.0 / math.pi, 0.0),
+                                 "probit": _Arcsine(1.0, 0.5 / math.pi, 0.25)}
+
+
+def _arcsine_det(c: float, S11: Tensor, S22: Tensor, S12: Tensor, weight: float = 1.0) -> Tensor:
+    """weight * h, h = (c + S11)(c + S22) - S12^2 = c^2 + c (S11 + S22) + G >= c^2 > 0 (G the Gram
+    determinant).
+
+    Bounded away from 0, so sqrt(h), 1/sqrt(h) and their autograd derivatives stay finite when two
+    particles align (G = 0); its rounding error is a few eps (c + S11)(c + S22), a relative error of
+    a few eps (1 + S12^2 / h). The in-place scaling is autograd-safe (square's backward needs only
+    S12), and so are in-place functions of the result (addcmul's backward needs only its factors);
+    addcmul stays out of place because torch.vmap has no batching rule for addcmul_."""
+    return torch.addcmul(S12.square().mul_(-weight), c + S11, c + S22, value=weight)
+
+
+def _arcsine_closed(name: str, S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
+    # arcsin(S12 / sqrt(S12^2 + h)) = atan2(S12, sqrt(h)): no division, finite gradients at G = 0
+    k = _ARCSINE[name]
+    value = torch.atan2(S12, _arcsine_det(k.c, S11, S22, S12).sqrt_()).mul_(k.scale)
+    return value.add_(k.offset) if k.offset else value
+
+
+def _arcsine_partials(name: str, S11: Tensor, S22: Tensor, S12: Tensor) -> KernelPartials:
+    """Partial derivatives of the erf and probit kernels K = k0 + s arcsin(S12 / sqrt(P Q)).
+
+    With P = c + S11, Q = c + S22, h = P Q - S12^2 (erf: c = 1/2, s = 2/pi, k0 = 0; probit: c = 1,
+    s = 1/(2 pi), k0 = 1/4):
+
+        dK/dS12 = s / sqrt(h),
+        dK/dS11 = -(S12 / (2 P)) dK/dS12,      dK/dS22 = -(S12 / (2 Q)) dK/dS12.
+
+    For erf that reads dK/dS12 = 4 / (pi R), dK/dS11 = -S12 / (1 + 2 S11) * 4 / (pi R), with
+    R = sqrt((1 + 2 S11)(1 + 2 S22) - 4 S12^2); for probit dK/dS12 = 1 / (2 pi sqrt(h)),
+    dK/dS11 = -S12 / (2 (1 + S11)) * dK/dS12. Separable form (:class:`KernelPartials`):
+    row = -1 / (2 P), col = -1 / (2 Q), pair = S12 dK/dS12, cross = dK/dS12, the last computed as
+    1 / sqrt(h / s^2) (one reciprocal square root per pair).
+
+    Derivation: with z = S12 / sqrt(P Q), d arcsin(z) = dz / sqrt(1 - z^2) and
+    sqrt(1 - z^2) = sqrt(h / (P Q)); dz/dS12 = 1 / sqrt(P Q), so dK/dS12 = s / sqrt(h);
+    dz/dS11 = -z / (2 P), so dK/dS11 = -(S12 / (2 P)) s / sqrt(h); S22 alike (K is symmetric in its
+    arguments). All three are smooth and bounded (h >= c^2), at aligned particles too.
+    Provenance: derived (elementary calculus on the closed forms of :func:`pair_kernel`;
+    docs/kernel_gradients.md).
+    """
+    k = _ARCSINE[name]
+    cross = _arcsine_det(k.c, S11, S22, S12, 1.0 / (k.scale * k.scale)).rsqrt_()  # s / sqrt(h)
+    return KernelPartials(-0.5 / (k.c + S11), -0.5 / (k.c + S22), S12 * cross, cross)
 
 
 def _safe_sqrt(x: Tensor) -> Tensor:
@@ -165,14 +242,28 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
 
 
-def _relu_partials(S11: Tensor, S22: Tensor, S12: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Analytic (dK/dS11, dK/dS22, dK/dS12) of the arc-cosine kernel (Price's theorem)."""
+def _relu_partials(S11: Tensor, S22: Tensor, S12: Tensor) -> KernelPartials:
+    """Partial derivatives of the arc-cosine kernel K = (s + (pi - theta) S12) / (2 pi).
+
+    With G = S11 S22 - S12^2, s = sqrt(G) = |w||w'| sin(theta), theta = atan2(s, S12):
+
+        dK/dS11 = s / (4 pi S11),    dK/dS22 = s / (4 pi S22),    dK/dS12 = (pi - theta) / (2 pi);
+
+    separable form (:class:`KernelPartials`): row = 1 / (4 pi S11), col = 1 / (4 pi S22), pair = s,
+    cross = dK/dS12.
+
+    Derivation: Price's theorem, dK/dS12 = E[relu'(u) relu'(u')] = P(u > 0, u' > 0)
+    = (pi - theta) / (2 pi) for the centred Gaussian pair (u, u') = (w.x, w'.x); and, by the chain rule
+    on K(S11, S22, S12) with theta = arccos(S12 / sqrt(S11 S22)), the terms in d theta / dS11 cancel
+    against ds/dS11 = S22 / (2 s), leaving s / (4 pi S11). Finite at aligned particles (s = 0: 0 and
+    (pi - theta)/(2 pi) in {1/2, 0}); near alignment s inherits the rounding of G,
+    |delta s| <= sqrt(|delta G|). Provenance: derived (docs/kernel_gradients.md).
+    """
     s = _safe_sqrt(S11 * S22 - S12 * S12)  # |w||w'| sin(theta)
     theta = torch.atan2(s, S12)
     tiny = torch.finfo(S11.dtype).tiny
-    return (s / (4.0 * math.pi * S11.clamp_min(tiny)),
-            s / (4.0 * math.pi * S22.clamp_min(tiny)),
-            (math.pi - theta) / (2.0 * math.pi))
+    return KernelPartials(1.0 / (4.0 * math.pi * S11.clamp_min(tiny)),
+                          1.0 / (4.0 * math.pi * S22.clamp_min(tiny)), s, (math.pi - theta) / (2.0 * math.pi))
 
 
 class _ArcCos1(torch.autograd.Function):
@@ -198,7 +289,7 @@ class _ArcCos1(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         S11, S22, S12 = ctx.saved_tensors
-        d11, d22, d12 = _relu_partials(S11, S22, S12)
+        d11, d22, d12 = _relu_partials(S11, S22, S12).full()
         return (_sum_to(grad * d11, S11.shape), _sum_to(grad * d22, S22.shape),
                 _sum_to(grad * d12, S12.shape))
 
@@ -212,9 +303,37 @@ def _relu_closed(S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
     return _ArcCos1.apply(S11, S22, S12)
 
 
-_CLOSED: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "erf": _erf_closed, "probit": _probit_closed, "relu": _relu_closed,
-}
+def _check_closed(name: str) -> None:
+    if name not in CLOSED_FORM:
+        raise ValueError(f"no closed-form kernel for {name!r}; closed forms: {', '.join(CLOSED_FORM)}")
+
+
+def closed_form_kernel(name: str, S11: Tensor, S22: Tensor, S12: Tensor) -> Tensor:
+    """Closed-form pair kernel K(S11, S22, S12) from Gram entries (formulas: :func:`pair_kernel`).
+
+    S11 = |w|^2, S22 = |w'|^2, S12 = w.w' in any mutually broadcastable shapes (batch dimensions
+    included, e.g. (C, t1, 1), (C, 1, t2), (C, t1, t2) for a tile of C configs); differentiable, with
+    finite gradients at aligned particles. docs/attention_landscape.md §1. Provenance: as
+    :func:`pair_kernel`.
+    """
+    _check_closed(name)
+    return _relu_closed(S11, S22, S12) if name == "relu" else _arcsine_closed(name, S11, S22, S12)
+
+
+def closed_form_partials(name: str, S11: Tensor, S22: Tensor, S12: Tensor) -> KernelPartials:
+    """dK/dS11, dK/dS22, dK/dS12 of :func:`closed_form_kernel`, in separable form (:class:`KernelPartials`;
+    ``.full()`` gives the three tensors).
+
+    erf and probit: :func:`_arcsine_partials`; relu: :func:`_relu_partials` (formulas and derivations
+    there, and in docs/kernel_gradients.md). They give the particle gradient without autograd: for
+    x ~ N(0, I_d), grad_w K(w, w') = 2 (dK/dS11) w + (dK/dS12) w' (chain rule through S11 = |w|^2,
+    S12 = w.w'). Gram entries as for :func:`closed_form_kernel`: S11 (..., t1, 1), S22 (..., 1, t2),
+    S12 (..., t1, t2). Provenance: derived.
+    """
+    _check_closed(name)
+    if name == "relu":
+        return _relu_partials(S11, S22, S12)
+    return _arcsine_partials(name, S11, S22, S12)
 
 
 def _gram(W1: Tensor, W2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -239,7 +358,7 @@ def gauss_hermite(order: int, dtype: torch.dtype = torch.float64,
     """Gauss-Hermite nodes and weights for the standard normal N(0, 1).
 
     sum_q weight_q f(node_q) = E[f(z)] exactly for polynomials f of degree < 2 * order
-    (probabilists' Hermite rule, weights normalised to sum to 1). Spec section 6 (the quadrature
+    (probabilists' Hermite rule, weights normalised to sum to 1). docs/attention_landscape.md §1 (the quadrature
     route). Provenance: derived (classical Gauss quadrature; exactness is tested).
 
     Returns
@@ -306,7 +425,7 @@ def quad_pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None
     (a kink) convergence is only algebraic. Gradients at aligned particles are finite; near alignment
     their rounding error is ~ eps / sqrt(G / |w|^2).
 
-    Spec attention_landscape.md section 6 (Kim & Suzuki, arXiv 2402.01258, sigmoid experiments).
+    docs/attention_landscape.md §1 (Kim & Suzuki, arXiv 2402.01258, sigmoid experiments).
     Provenance: derived (exact up to the stated quadrature error).
 
     Parameters
@@ -332,16 +451,18 @@ def pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None) -> 
     With S11 = |w|^2, S22 = |w'|^2, S12 = w.w', G = S11 S22 - S12^2 >= 0:
 
     - erf: (2/pi) arcsin(2 S12 / sqrt((1 + 2 S11)(1 + 2 S22)))
-      = (2/pi) atan2(2 S12, sqrt(1 + 2 S11 + 2 S22 + 4 G));
+      = (2/pi) atan2(S12, sqrt(h)), h = (1/2 + S11)(1/2 + S22) - S12^2 = 1/4 + (S11 + S22)/2 + G;
     - probit: 1/4 + (1/2pi) arcsin(S12 / sqrt((1 + S11)(1 + S22)))
-      = 1/4 + (1/2pi) atan2(S12, sqrt(1 + S11 + S22 + G));
-    - relu: (sqrt(G) + (pi - theta) S12) / (2 pi), theta = atan2(sqrt(G), S12) (arc-cosine kernel,
-      with analytic partials dK/dS12 = (pi - theta)/(2 pi), dK/dS11 = sqrt(G)/(4 pi S11));
+      = 1/4 + (1/2pi) atan2(S12, sqrt(h)), h = (1 + S11)(1 + S22) - S12^2 = 1 + S11 + S22 + G;
+    - relu: (sqrt(G) + (pi - theta) S12) / (2 pi), theta = atan2(sqrt(G), S12) (arc-cosine kernel);
     - sigmoid, tanh: no closed form; :func:`quad_pair_kernel` with ``order``.
 
-    Spec attention_landscape.md section 6 (facts; Kim & Suzuki, arXiv 2402.01258, section 2 setting).
-    Provenance: stated in the spec as facts (classical: Williams 1998 for erf, Cho & Saul 2009 for
-    relu).
+    The atan2 forms need no division and keep h >= 1/4 (erf) or >= 1 (probit) away from 0, so
+    gradients stay finite when two particles align; their partial derivatives are
+    :func:`closed_form_partials`.
+
+    docs/attention_landscape.md §1 (facts; Kim & Suzuki, arXiv 2402.01258, section 2 setting).
+    Provenance: stated as classical facts (Williams 1998 for erf, Cho & Saul 2009 for relu).
 
     Parameters
     ----------
@@ -358,8 +479,8 @@ def pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None) -> 
         Shape (M1, M2); differentiable, with finite gradients at aligned particles.
     """
     _check_name(name)
-    if name in _CLOSED:
-        return _CLOSED[name](*_gram(W1, W2))
+    if name in CLOSED_FORM:
+        return closed_form_kernel(name, *_gram(W1, W2))
     return quad_pair_kernel(name, W1, W2, order)
 
 
@@ -378,7 +499,7 @@ def mc_pair_kernel(name: str, W1: Tensor, W2: Tensor, n_samples: int,
     """Monte Carlo twin of :func:`pair_kernel`, for tests and benchmarks only.
 
     K_ij ~ (1/n) sum_s sigma(w_i.x_s) sigma(w'_j.x_s), x_s ~ N(0, I_d) iid; the standard error is
-    computed from the same samples. Spec section 6. Provenance: derived (unbiased estimator).
+    computed from the same samples. Provenance: derived (unbiased estimator).
 
     Returns
     -------
@@ -403,7 +524,7 @@ def mc_pair_kernel(name: str, W1: Tensor, W2: Tensor, n_samples: int,
 def _tile_side(name: str, tile: int, order: int | None) -> int:
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
-    if name in _CLOSED:
+    if name in CLOSED_FORM:
         return tile
     nodes = len(_half_grid_np(_order(name, order))[2])
     return max(1, min(tile, math.isqrt(_QUAD_BUDGET // nodes)))
@@ -428,7 +549,7 @@ def kernel_matvec(name: str, W1: Tensor, W2: Tensor, B2: Tensor, *, tile: int = 
 
     The (M1, M2) kernel is never formed: it is evaluated in tiles of at most ``tile`` x ``tile``
     pairs (smaller for quadrature activations, whose tiles hold ``order``^2 / 2 nodes per pair), each
-    checkpointed under autograd. Spec section 6 ("Memory"). Provenance: derived (a reordering of a
+    checkpointed under autograd, so M = 1e5 never materialises M^2 floats. Provenance: derived (a reordering of a
     sum).
 
     Parameters
@@ -467,7 +588,7 @@ def contract(name: str, A1: Tensor, W1: Tensor, A2: Tensor, W2: Tensor,
 
     With uniform weights (``p1``, ``p2`` None) this is (1/(M1 M2)) sum_ij a_i a'_j^T K(w_i, w'_j)
     = E[h_1(x) h_2(x)^T] for the two mean-field networks h(x) = sum_i p_i a_i sigma(w_i.x), i.e. the
-    covariances S_mm, S_om, S_oo of spec section 1 (Kim & Suzuki, arXiv 2402.01258, section 2).
+    covariances S_mm, S_om, S_oo of docs/attention_landscape.md §1 (Kim & Suzuki, arXiv 2402.01258, section 2).
     Evaluated with :func:`kernel_matvec` (tiled, checkpointed, differentiable).
     Provenance: derived.
 

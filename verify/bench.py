@@ -1,11 +1,14 @@
 """``verify bench``: performance figures measured side by side in one run, on the device it runs on.
 
-Every figure is a ratio or a rate measured in this run: batched vs one-by-one sweeps, achieved
-FLOP/s of the full-model step vs a plain matmul timed in the same run, closed-form kernels vs Monte
-Carlo at equal accuracy, mean-field time per step as the particle count M grows (fitted exponent) and
-peak memory of one step against M^2 floats (:mod:`verify.bench_meanfield`; memory in a fresh
-subprocess), and the quick catalogue's wall time (a ``verify run --budget quick`` subprocess).
-Absolute times hold only for the named device.
+Every figure is a ratio or a rate measured in this run: batched vs one-by-one sweeps, the full-model
+step's rate beside its roofline (a plain matmul and a large copy timed in the same run,
+:mod:`verify.bench_limits`), closed-form kernels vs Monte Carlo at equal accuracy, mean-field time per
+step as the particle count M grows (fitted exponent), the fused kernel route against autograd through
+every tile at M = 2000 (the fused rate beside its roofline), and peak memory of one step against M^2
+floats (:mod:`verify.bench_meanfield`; memory in a fresh subprocess), peers written in plain torch on
+the same work (:mod:`verify.bench_peers`: a Monte Carlo mean-field flow at equal accuracy, the full
+softmax model with ``torch.multinomial`` and autograd), and the quick catalogue's wall time (a
+``verify run --budget quick`` subprocess).  Absolute times hold only for the named device.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from sims.softmax_full import FullStep
 from sims.softmax_icl import SoftmaxConfig, compile_mode, compiled, simulate_full, simulate_reduced
 from theory import gaussian
 from verify import atomic
-from verify.bench_meanfield import meanfield_memory, meanfield_scaling
+from verify.bench_limits import copy_bandwidth, roofline
+from verify.bench_meanfield import meanfield_memory, meanfield_routes, meanfield_scaling
+from verify.bench_peers import meanfield_vs_monte_carlo, softmax_vs_plain_torch
 from verify.report import device_name
 from verify.timing import best_time
 
@@ -65,6 +70,13 @@ def full_model_flops(device: torch.device, C: int = 16, batch: int = 1024, N: in
     count vectors (``grad="counts"``; its FLOP/s are per token-model FLOP, ``counts_gflops_equiv``);
     ``run_s_per_step`` a whole ``simulate_full`` run (setup, first and last log, ``steps`` steps) divided
     by ``steps``.
+
+    The token-level step's roofline (:mod:`verify.bench_limits`, per token): the FLOPs above, and
+    192 bytes counted on the code as 8-byte passes over the (C, batch, N) token tensors: the drawn
+    token index (written, 8), its flat score index (16), the score gather (16), softmax (16), label
+    gather (16), attention times labels and its sum (32), labels - y_hat (16), the three in-place
+    scalings of dz (16 + 24 + 16) and the scatter-add (16); the draw's integer hashing is not counted,
+    as in the FLOPs.  Limits: the matmul above and the large-copy bandwidth.
     """
     cfgs = [SoftmaxConfig.balanced(K, d=K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
     run_s = best_time(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
@@ -79,11 +91,14 @@ def full_model_flops(device: torch.device, C: int = 16, batch: int = 1024, N: in
     b = torch.randn(N, N, device=device, dtype=torch.float64)
     mm_s = best_time(lambda: a @ b, device, repeats=5)
     mm_flops = 2.0 * C * batch * N * N
+    tokens = C * batch * N
+    bw = copy_bandwidth(device)
+    limits = roofline(tokens / step_s["manual"], flops / tokens, 192.0, mm_flops / mm_s, bw)
     return {"configs": C, "batch": batch, "N": N, "K": K, "compile": mode or "eager", "step_s": step_s["manual"],
             "step_gflops": flops / step_s["manual"] / 1e9, "matmul_gflops": mm_flops / mm_s / 1e9,
             "fraction_of_matmul": (flops / step_s["manual"]) / (mm_flops / mm_s),
             "counts_step_s": step_s["counts"], "counts_gflops_equiv": flops / step_s["counts"] / 1e9,
-            "run_s_per_step": run_s}
+            "run_s_per_step": run_s, "tokens_per_s": tokens / step_s["manual"], "copy_gbs": bw / 1e9, **limits}
 
 
 def kernel_vs_monte_carlo(device: torch.device, M: int = 256, d: int = 20, target: float = 0.01) -> dict:
@@ -141,7 +156,9 @@ def run_bench(device: torch.device, out: Path, extra: dict[str, Callable[[torch.
     torch.set_float32_matmul_precision("highest")
     sections = {"softmax_sweep": softmax_sweep, "full_model_flops": full_model_flops,
                 "kernel_vs_monte_carlo": kernel_vs_monte_carlo, "meanfield_scaling": meanfield_scaling,
-                "meanfield_memory": meanfield_memory, **(extra or {})}
+                "meanfield_routes": meanfield_routes, "meanfield_vs_monte_carlo": meanfield_vs_monte_carlo,
+                "softmax_vs_plain_torch": softmax_vs_plain_torch, "meanfield_memory": meanfield_memory,
+                **(extra or {})}
     if catalogue:
         sections["quick_catalogue"] = quick_catalogue
     results = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads()}

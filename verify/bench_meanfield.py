@@ -1,12 +1,15 @@
-"""Mean-field figures of ``verify bench``: time per step as the particle count M grows, and peak memory.
+"""Mean-field figures of ``verify bench``: time per step as M grows, the two kernel routes side by side,
+the fraction of the machine's limits reached, and peak memory.
 
-Both are measured on the device the bench runs on, in the same run as the other figures
+All are measured on the device the bench runs on, in the same run as the other figures
 (:mod:`verify.bench`).  The step is the two-timescale particle flow of :func:`sims.meanfield.simulate`
 (W = W*(mu) at every step), whose cost is the two tiled kernel passes over all particle pairs
 (:func:`sims.meanfield_kernels.kernel_means` for c_m, c_o and
 :func:`sims.meanfield_kernels.kernel_means_and_grad` for grad_w V): O(M^2) work, so the fitted exponent
 b of time ~ a M^b approaches 2 once the per-operation overhead is amortised; memory is bounded by the
-tile (:data:`theory.gaussian.DEFAULT_TILE` squared per temporary), never M^2.
+tile (:data:`theory.gaussian.DEFAULT_TILE` squared per temporary), never M^2.  Rates come with their
+roofline (:mod:`verify.bench_limits`): the FLOPs and bytes per pair of the fused route
+(:func:`pair_cost`) against a Gram-tile matmul and a large copy timed in the same run.
 """
 from __future__ import annotations
 
@@ -21,11 +24,14 @@ from typing import Callable, Sequence
 import torch
 
 from sims.meanfield import MeanFieldConfig, simulate
+from sims.meanfield_kernels import KERNEL_ROUTES, kernel_route
+from theory.gaussian import DEFAULT_TILE
+from verify.bench_limits import copy_bandwidth, matmul_rate, roofline
 from verify.fits import loglog_fit
 from verify.timing import best_time, sync
 
-__all__ = ["DEFAULT_MS", "meanfield_scaling", "meanfield_memory", "fit_exponent", "peak_memory",
-           "step_peak_memory"]
+__all__ = ["DEFAULT_MS", "meanfield_scaling", "meanfield_routes", "meanfield_memory", "fit_exponent", "pair_cost",
+           "mirrored_fraction", "pair_roofline", "peak_memory", "step_peak_memory"]
 
 #: Particle counts of the ``verify bench`` sweep (a few tens of seconds in total on one CPU thread).
 DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
@@ -33,6 +39,52 @@ DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
 
 def _config(M: int, steps: int, activation: str, d: int, k: int) -> MeanFieldConfig:
     return MeanFieldConfig(d=d, k=k, M=M, activation=activation, steps=steps, log_every=steps, seed=0)
+
+
+def pair_cost(d: int, k: int, m: int, mirrored: float = 0.0) -> tuple[float, float]:
+    """(FLOPs, bytes) per particle pair of one mean-field step on the fused route (erf, probit).
+
+    Counted on the code (:mod:`sims.meanfield_kernels`, :mod:`theory.gaussian`) per element of the
+    (C, t1, t2) tiles, transcendental functions as one FLOP, 8-byte elements; m is the width of the
+    kernel-mean coefficients (k + k_o), k that of the gradient's:
+
+    - kernel means, per tile element: Gram entry w.w' (2d FLOPs, writes 8 B); h = (c + S11)(c + S22)
+      - S12^2 (square, scale, multiply-add: 4 FLOPs, 3 passes of 16 B); sqrt, atan2 and the scale
+      (3 FLOPs; 16 + 24 + 16 B): 2d + 7 FLOPs, 112 B; per orientation served, the product with the m
+      coefficients (2m FLOPs, reads 8 B);
+    - gradient, per tile element: Gram entry (2d, 8 B), h (4, 48 B), rsqrt (1, 16 B), pair = S12 cross
+      (1, 24 B): 2d + 6 FLOPs, 96 B; per orientation: beta = a_i . coef_j (2k, writes 8 B), the row sum
+      of beta pair (2; 16 B forward, 24 + 8 B mirrored: in place, then a column sum), beta cross
+      (1, 24 B) and the product with w'_j (2d, reads 8 B): 2d + 2k + 3 FLOPs, 56 or 72 B.
+
+    A tile element serves one pair, or two where the tile is mirrored (a measure against itself,
+    ``shared``); ``mirrored`` is the fraction of pairs in mirrored tiles.  An unmirrored pair costs
+    6d + 2k + 2m + 16 FLOPs and 272 bytes, a mirrored one half the per-element work plus its own
+    orientation, 4d + 2k + 2m + 9.5 FLOPs and 176 bytes; the result is their weighted mean.
+    """
+    flops_el, bytes_el = (2 * d + 7) + (2 * d + 6), 112.0 + 96.0  # per tile element, both passes
+    own_flops = 2 * m + (2 * d + 2 * k + 3)  # per orientation: coefficient product, gradient contractions
+    single = (flops_el + own_flops, bytes_el + 8.0 + 56.0)
+    double = (flops_el / 2 + own_flops, bytes_el / 2 + 8.0 + (56.0 + 72.0) / 2)
+    return tuple((1 - mirrored) * s + mirrored * t for s, t in zip(single, double))
+
+
+def mirrored_fraction(M: int, M_o: int, tile: int) -> float:
+    """Fraction of the M (M + M_o) pairs of a step that lie in mirrored tiles: all student pairs
+    outside the diagonal tiles (blocks of ``tile`` particles)."""
+    blocks = [min(tile, M - i) for i in range(0, M, tile)]
+    return (M * M - sum(b * b for b in blocks)) / (M * (M + M_o))
+
+
+def pair_roofline(device: torch.device, pairs_per_s: float, M: int, d: int, k: int, m: int,
+                  tile: int = DEFAULT_TILE) -> dict:
+    """:func:`verify.bench_limits.roofline` of a step rate: :func:`pair_cost` (with the mirrored
+    fraction of an orthonormal teacher, M_o = k) against the FLOP rate of the Gram-tile matmul
+    (1, t, d) @ (1, d, t), t = min(tile, M), and the large-copy bandwidth."""
+    t = min(tile, M)
+    flops, bytes_ = pair_cost(d, k, m, mirrored_fraction(M, k, tile))
+    mm, bw = matmul_rate(device, 1, t, d, t), copy_bandwidth(device)
+    return {"matmul_gflops": mm / 1e9, "copy_gbs": bw / 1e9, **roofline(pairs_per_s, flops, bytes_, mm, bw)}
 
 
 def fit_exponent(Ms: Sequence[float], seconds: Sequence[float]) -> float:
@@ -84,10 +136,50 @@ def meanfield_scaling(device: torch.device, Ms: Sequence[int] = DEFAULT_MS, *, d
         seconds.append(best / (steps + 1))
     large = [i for i, M in enumerate(Ms) if M >= large_from]
     M_top = Ms[-1]
+    rate = M_top * (M_top + k) / seconds[-1]
     return {"activation": activation, "d": d, "k": k, "dynamics": "two-timescale", "steps": steps,
             "M": list(Ms), "seconds_per_step": seconds, "exponent": fit_exponent(Ms, seconds),
             "exponent_large_M": fit_exponent([Ms[i] for i in large], [seconds[i] for i in large]),
-            "pairs_per_s": M_top * (M_top + k) / seconds[-1]}
+            "pairs_per_s": rate, **pair_roofline(device, rate, M_top, d, k, 2 * k)}
+
+
+def meanfield_routes(device: torch.device, M: int = 2000, *, d: int = 20, k: int = 5, activation: str = "erf",
+                     repeats: int = 3) -> dict:
+    """A full mean-field step at M by each kernel route (:data:`sims.meanfield_kernels.KERNEL_ROUTES`),
+    side by side in this run: the fused analytic gradient against autograd through every tile.
+
+    One config as in :func:`meanfield_scaling`, one step (two particle-field evaluations, the second
+    only logs) per run; the routes alternate, ``repeats`` times each after a warm-up of each, and the
+    best time per route is kept (``fused_s``, ``autograd_s`` = run wall time / 2).  ``speedup`` is the
+    autograd route's time over the fused one's; on a CPU also ``cpu_speedup``, the same ratio of the
+    process's CPU time (``time.process_time``), which other processes' load on a shared machine does
+    not inflate.  The fused rate comes with its roofline (:func:`pair_roofline`).
+    """
+    cfg = _config(M, 1, activation, d, k)
+
+    def run(route: str) -> tuple[float, float]:
+        with kernel_route(route):
+            start, cpu = time.perf_counter(), time.process_time()
+            simulate(cfg, device=device)
+            sync(device)
+            return (time.perf_counter() - start) / 2, (time.process_time() - cpu) / 2
+
+    for route in KERNEL_ROUTES:
+        run(route)  # warm-up
+    wall = {route: math.inf for route in KERNEL_ROUTES}
+    cpu = dict(wall)
+    for _ in range(repeats):
+        for route in KERNEL_ROUTES:
+            w, c = run(route)
+            wall[route], cpu[route] = min(wall[route], w), min(cpu[route], c)
+    pairs = M * (M + k)
+    fused, auto = wall["fused"], wall["autograd"]
+    out = {"activation": activation, "M": M, "d": d, "k": k, "fused_s": fused, "autograd_s": auto,
+           "speedup": auto / fused}
+    if device.type == "cpu":
+        out.update(fused_cpu_s=cpu["fused"], autograd_cpu_s=cpu["autograd"], cpu_speedup=cpu["autograd"] / cpu["fused"])
+    return {**out, "autograd_pairs_per_s": pairs / auto, "pairs_per_s": pairs / fused,
+            **pair_roofline(device, pairs / fused, M, d, k, 2 * k)}
 
 
 def _status(field: str) -> int:

@@ -8,26 +8,24 @@ Two kinds, both written atomically (:mod:`verify.atomic`):
   own checkpoint is written.  Rows are stored with Python's ``NaN``/``Infinity`` JSON tokens so that every
   float (an event not reached is NaN) reads back bit for bit.
 
-A checkpoint of another run (different fingerprint — id, budget, seed, device, dtype, params, overrides —
-or, for a chunk, different configs) is ignored and recomputed.  One that cannot be read or has the wrong
-shape is bad input: :class:`theory.errors.InputError` naming the file, and the file is left as it is.
+Their layout is published as verify/schemas/checkpoint.schema.json. A checkpoint of another run (different
+fingerprint — id, budget, seed, device, dtype, params, overrides — or, for a chunk, different configs) is
+ignored and recomputed.  One that cannot be read, is over the size limit (:mod:`verify.limits`) or does not
+match the schema is bad input: :class:`theory.errors.InputError` naming the file, and the file is left as
+it is.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 from theory.errors import InputError
-from verify import atomic
-from verify.verdicts import Verdict
+from verify import atomic, documents
 
-__all__ = ["CHECKPOINT_DIR", "RESULT_KEYS", "Partial", "ClaimCheckpoints"]
+__all__ = ["CHECKPOINT_DIR", "Partial", "ClaimCheckpoints"]
 
 CHECKPOINT_DIR = ".checkpoints"
-RESULT_KEYS = ("id", "verdict", "summary", "evidence", "configs", "wall_time_s")  # checked on load
 
 
 @dataclass
@@ -38,41 +36,18 @@ class Partial:
     seconds: float = 0.0
 
 
-def _read(path: Path, check: Callable[[Any], None]) -> Any:
-    """Parse ``path`` as JSON and run ``check`` on it; any failure is an InputError naming the file."""
+def _read(path: Path, kind: str) -> dict:
+    """Read a checkpoint of ``kind`` (``result`` or ``chunk``) through :func:`verify.documents.load`: size
+    policy, then verify/schemas/checkpoint.schema.json; any failure is an InputError naming the file.
+    Result checkpoints are standard JSON; chunk rows may hold NaN and Infinity (module docstring)."""
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        check(saved)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
-        raise InputError(f"corrupt checkpoint {path}: {reason}; delete it or run without --resume") from None
+        saved = documents.load(path, f"checkpoint#{kind}", "checkpoint", allow_nan=kind == "chunk")
+    except InputError as exc:
+        raise InputError(f"corrupt checkpoint {path}: {exc}; delete it or run without --resume") from None
+    if kind == "chunk" and len(saved["configs"]) != len(saved["rows"]):
+        raise InputError(f"corrupt checkpoint {path}: {len(saved['rows'])} rows for {len(saved['configs'])} configs "
+                         "(they must be of equal length); delete it or run without --resume")
     return saved
-
-
-def _require(condition: bool, problem: str) -> None:
-    if not condition:
-        raise ValueError(problem)
-
-
-def _check_result(saved) -> None:
-    result = saved["result"]
-    missing = [key for key in RESULT_KEYS if key not in result]
-    _require(not missing, f"result lacks {missing}")
-    _require(isinstance(result["summary"], str) and isinstance(result["evidence"], dict),
-             "result summary must be a string and evidence an object")
-    Verdict(result["verdict"])  # ValueError for an unknown verdict
-    float(result["wall_time_s"])
-    saved["fingerprint"]  # noqa: B018  (KeyError if absent)
-
-
-def _check_chunk(saved) -> None:
-    start, configs, rows = saved["start"], saved["configs"], saved["rows"]
-    _require(isinstance(start, int) and start >= 0, f"start {start!r} is not an index")
-    _require(isinstance(configs, list) and isinstance(rows, list) and len(configs) == len(rows) > 0,
-             "configs and rows must be lists of equal, nonzero length")
-    _require(all(isinstance(row, dict) for row in rows), "rows must be objects")
-    float(saved["seconds"])
-    saved["fingerprint"]  # noqa: B018  (KeyError if absent)
 
 
 @dataclass(frozen=True)
@@ -106,7 +81,10 @@ class ClaimCheckpoints:
         """The finished claim's result, or None when there is none for this run."""
         if not self.result_path.exists():
             return None
-        saved = _read(self.result_path, _check_result)
+        saved = _read(self.result_path, "result")
+        if saved["result"]["id"] != self.claim_id:
+            raise InputError(f"corrupt checkpoint {self.result_path}: it holds claim {saved['result']['id']!r:.80}; "
+                             "delete it or run without --resume")
         return saved["result"] if saved["fingerprint"] == self.fingerprint else None
 
     def save_result(self, result: dict) -> None:
@@ -122,7 +100,7 @@ class ClaimCheckpoints:
         for path in sorted(self.chunk_dir.iterdir()):
             if path.name.startswith("."):  # an atomic write's temp file, left by a killed process
                 continue
-            saved = _read(path, _check_chunk)
+            saved = _read(path, "chunk")
             start, rows = saved["start"], saved["rows"]
             if saved["fingerprint"] != self.fingerprint or saved["configs"] != self.configs[start:start + len(rows)]:
                 continue  # another run's chunk

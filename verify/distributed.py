@@ -1,4 +1,4 @@
-"""Scale-out with Dask (architecture.md, "Scale-out"): ``verify run --workers N`` or ``--scheduler ADDRESS``.
+"""Scale-out with Dask: ``verify run --workers N`` or ``--scheduler ADDRESS``.
 
 Claims and sweep chunks are tasks.  The configs of each claim that are not measured yet are cut into
 contiguous chunks (at most one per worker slot), ``measure`` runs on each chunk as a Dask task, the rows

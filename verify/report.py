@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 import torch
 
 from theory.errors import InputError
-from verify import atomic
+from verify import atomic, documents, limits
 from verify.registry import PAPERS, RunContext
 from verify.verdicts import Verdict, worst
 
@@ -23,8 +23,13 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "run_metadata", "build_report", "write_re
 
 SCHEMA = "icl-theory-verifier/report"
 SCHEMA_VERSION = 1
+#: Headline groups: the papers' own claims (stated, recalled) and checks of our model and derivations (derived).
+GROUPS = {"paper": ("stated", "recalled"), "model": ("derived",)}
+GROUP_TITLES = {"paper": "Claims of the papers (stated or recalled)",
+                "model": "Checks of our model and its derivations (derived)"}
 PROVENANCE_NOTE = ("The papers' full texts were not available: 'recalled' claims are checked in order and form "
-                   "only (scaling exponents, ordering of events), never against unconfirmed constants.")
+                   "(scaling exponents, ordering of events) or against constants derived here, never against "
+                   "unconfirmed constants.")
 
 
 def _git_sha() -> str:
@@ -65,11 +70,21 @@ def run_metadata(ctx: RunContext, wall_time_s: float, argv: list[str]) -> dict:
     }
 
 
-def build_report(results: list[dict], meta: dict) -> dict:
-    """The report.json document."""
+def _counts(results: list[dict]) -> dict[str, int]:
     counts = Counter(r["verdict"] for r in results)
+    return {v.value: counts.get(v.value, 0) for v in Verdict}
+
+
+def _group(result: dict) -> str:
+    return next(g for g, provenances in GROUPS.items() if result["provenance"] in provenances)
+
+
+def build_report(results: list[dict], meta: dict) -> dict:
+    """The report.json document: ``summary`` counts every claim, ``summary_by_group`` the papers' claims
+    (stated, recalled) apart from checks of our own model and derivations (derived)."""
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run": meta,
-            "summary": {v.value: counts.get(v.value, 0) for v in Verdict},
+            "summary": _counts(results),
+            "summary_by_group": {g: _counts([r for r in results if _group(r) == g]) for g in GROUPS},
             "provenance_note": PROVENANCE_NOTE, "claims": results}
 
 
@@ -87,6 +102,33 @@ def _fmt(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def _cell(text) -> str:
+    """A markdown table cell: one line, with ``|`` escaped so it cannot split the cell."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _citation(paper: str) -> str:
+    return PAPERS[paper].citation if paper in PAPERS else paper
+
+
+def _resolution_text(result: dict) -> str:
+    resolution = result.get("resolution")
+    return resolution["text"] if resolution else "not stated"
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _table(results: list[dict]) -> list[str]:
+    lines = ["| claim | paper | where | provenance | resolution | verdict | summary |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| [`{r['id']}`](#{r['id'].replace('.', '').lower()}) | {r['paper']} | {_cell(r['location'])} | "
+                     f"{r['provenance']} | {_cell(_resolution_text(r))} | **{r['verdict']}** | {_cell(r['summary'])} |")
+    return lines
+
+
 def _markdown(report: dict) -> str:
     run = report["run"]
     lines = [f"# Theory verification report ({run['budget']} budget)", "",
@@ -94,21 +136,23 @@ def _markdown(report: dict) -> str:
              f"- device: {run['device_name']}; {run['dtype_policy']}",
              f"- seed {run['seed']}; wall time {run['wall_time_s']} s; started {run['started_utc']}",
              "- packages: " + ", ".join(f"{k} {v}" for k, v in run["packages"].items()),
-             "- verdicts: " + ", ".join(f"{k} {v}" for k, v in report["summary"].items()), "",
-             f"> {report['provenance_note']}", "",
-             "| claim | paper | where | provenance | verdict | summary |", "|---|---|---|---|---|---|"]
+             *[f"- {GROUP_TITLES[g].lower()}: {_counts_line(counts)}"
+               for g, counts in report["summary_by_group"].items()],
+             "", f"> {report['provenance_note']}"]
+    for group in GROUPS:
+        members = [r for r in report["claims"] if _group(r) == group]
+        if members:
+            lines += ["", f"## {GROUP_TITLES[group]}", "", *_table(members)]
     for r in report["claims"]:
-        lines.append(f"| [`{r['id']}`](#{r['id'].replace('.', '')}) | {r['paper']} | {r['location']} | "
-                     f"{r['provenance']} | **{r['verdict']}** | {r['summary'].replace('|', '/')} |")
-    for r in report["claims"]:
-        lines += ["", f"## {r['id']}", "", f"**{r['verdict']}** — {r['summary']}", "",
-                  f"- paper: {PAPERS[r['paper']]}, {r['location']} (provenance: {r['provenance']})",
+        lines += ["", f"### {r['id']}", "", f"**{r['verdict']}** — {r['summary']}", "",
+                  f"- paper: {_citation(r['paper'])}, {r['location']} (provenance: {r['provenance']})",
                   f"- statement: {r['statement']}", f"- formula: $ {r['latex']} $",
                   f"- prediction from: `{r['formula']}`",
+                  f"- resolution: {_resolution_text(r)}",
                   f"- tolerance: {_fmt(r['tolerance'])}; margin: {_fmt(r['margin'])} (positive = inside)",
                   f"- reproduce: `{r['reproduce']}`", f"- wall time: {r['wall_time_s']} s", "",
                   "| evidence | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in r["evidence"].items()]
+        lines += [f"| {_cell(k)} | {_cell(_fmt(v))} |" for k, v in r["evidence"].items()]
         if r["counterexample"]:
             lines += ["", f"Counterexample: `{json.dumps(r['counterexample'])}`"]
         lines += ["", *[f"![{Path(f).stem}]({f})" for f in r["figures"]]]
@@ -136,40 +180,31 @@ def _junit(report: dict) -> str:
 
 
 def write_report(report: dict, out_dir: Path) -> None:
-    """Write report.json, report.md and junit.xml atomically into ``out_dir``."""
+    """Write report.json, report.md and junit.xml atomically into ``out_dir``, then remove the figures of
+    earlier runs that this report does not show (a rerun into the same directory leaves none stale)."""
     out_dir = Path(out_dir)
     atomic.write_json(out_dir / "report.json", report)
     atomic.write_text(out_dir / "report.md", _markdown(report))
     atomic.write_text(out_dir / "junit.xml", _junit(report))
+    shown = {out_dir / f for r in report["claims"] for f in r["figures"]}
+    for figure in (out_dir / "figures").glob("*.png"):
+        if figure not in shown:
+            figure.unlink(missing_ok=True)
 
 
 def load_report(path: Path) -> dict:
-    """Read a report.json, refusing other schemas and versions with a one-line InputError."""
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read report {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise InputError(f"report {path} is not valid JSON: {exc}") from None
+    """Read a report.json through :mod:`verify.documents` (size policy, standard JSON, the published
+    verify/schemas/report.schema.json); other schemas and versions, and duplicate claim ids, are refused
+    with a one-line InputError."""
+    label = f"report {path}"
+    report = documents.parse(limits.read_json_text(path, "report"), label)
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         raise InputError(f"{path} is not a verifier report (schema {SCHEMA!r} expected)")
     if report.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{path} has report schema version {report.get('schema_version')}, "
+        raise InputError(f"{path} has report schema version {report.get('schema_version')!r:.40}, "
                          f"this verifier reads version {SCHEMA_VERSION}")
-    bad = _malformed_claim(report.get("claims"))
-    if bad:
-        raise InputError(f"{path} is a malformed report: {bad}")
+    documents.validate(report, "report", label)
+    repeated = sorted(cid for cid, n in Counter(c["id"] for c in report["claims"]).items() if n > 1)
+    if repeated:
+        raise InputError(f"{label} lists claim id(s) more than once: {', '.join(repeated)[:200]}")
     return report
-
-
-def _malformed_claim(claims) -> str | None:
-    """What is wrong with a report's claims list (None when each claim has what readers use)."""
-    if not isinstance(claims, list):
-        return "'claims' is not a list"
-    verdicts = {v.value for v in Verdict}
-    for i, claim in enumerate(claims):
-        if not (isinstance(claim, dict) and isinstance(claim.get("id"), str) and claim.get("verdict") in verdicts
-                and isinstance(claim.get("summary"), str) and isinstance(claim.get("evidence"), dict)
-                and isinstance(claim.get("tracked", {}), dict)):
-            return f"claim {i} lacks a string id and summary, a known verdict, or evidence/tracked objects"
-    return None

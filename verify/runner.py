@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ def jsonable(obj: Any) -> Any:
 def reproduce_command(claim_id: str, ctx: RunContext, overrides: Mapping[str, Any] | None) -> str:
     """The one command that re-runs a claim exactly (same budget, seed and device)."""
     sets = "".join(f" --set {k}={json.dumps(v, separators=(',', ':'))}" for k, v in (overrides or {}).items())
-    return f"verify run {claim_id} --budget {ctx.budget} --seed {ctx.seed} --device {ctx.device.type}{sets}"
+    files = "".join(f" --claims {shlex.quote(path)}" for path in ctx.claim_paths)
+    return f"verify run {claim_id} --budget {ctx.budget} --seed {ctx.seed} --device {ctx.device.type}{files}{sets}"
 
 
 def failure(exc: BaseException) -> tuple[Outcome, str]:
@@ -74,6 +76,7 @@ def claim_result(claim: Claim, ctx: RunContext, overrides: Mapping[str, Any] | N
         "id": claim.id, "paper": claim.paper, "location": claim.location, "provenance": claim.provenance,
         "statement": claim.statement, "latex": claim.latex, "formula": claim.formula,
         "params": jsonable(claim.params),
+        "resolution": jsonable(claim.resolution.as_json()) if claim.resolution else None,
         "verdict": outcome.verdict.value, "summary": outcome.summary,
         "evidence": jsonable(outcome.evidence), "tolerance": jsonable(outcome.tolerance),
         "margin": jsonable(outcome.margin), "counterexample": jsonable(outcome.counterexample),

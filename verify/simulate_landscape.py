@@ -1,11 +1,11 @@
 """``verify simulate landscape``: raw mean-field trajectories on the attention landscape (JSON or NPZ).
 
-Spec ``attention_landscape.md`` sections 1, 5 and 7; the dynamics are :func:`sims.meanfield.simulate`,
+docs/attention_landscape.md §1, §6 and §9; the dynamics are :func:`sims.meanfield.simulate`,
 run here for one config and ``--seeds`` consecutive seeds in one batch. The initial student is the
-config's random initialisation, a particle file (``--student``), or the exact strict saddle of spec
-section 5 (``--saddle``), optionally perturbed by ``--delta`` along ``--direction``; the teacher is the
-config's, a particle file (``--teacher FILE.npz``) or the saddle's. Sizes that would exhaust memory are
-refused before anything is allocated (:func:`check_resources`). JSON output is standard JSON: NaN and
+config's random initialisation, a particle file (``--student``), or the exact strict saddle of
+docs/attention_landscape.md §6 (``--saddle``), optionally perturbed by ``--delta`` along ``--direction``; the
+teacher is the config's, a particle file (``--teacher FILE.npz``) or the saddle's. Sizes that would
+exhaust memory are refused before anything is allocated (:func:`check_resources`). JSON output is standard JSON: NaN and
 infinities (logs of a failed run, an infinite noise threshold) are written as the strings "nan", "inf",
 "-inf" (:func:`verify.runner.jsonable`).
 """
@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -24,15 +25,16 @@ from sims.meanfield import (
 from sims.meanfield_kernels import tile_side
 from theory.attention_landscape import ParticleMeasure
 from theory.errors import InputError
+from verify import argtypes
 from theory.gaussian import CLOSED_FORM, DEFAULT_ORDER, DEFAULT_TILE
-from verify import atomic
+from sims.seeds import successor
+from verify import atomic, limits
 from verify.evaluate import load_particles
 from verify.runner import jsonable
-from verify.simulate import MAX_LOGGED_FLOATS
 
 __all__ = ["CONFIG_OPTIONS", "DEFAULT_SHAPE", "STATE_COPIES", "TILE_COPIES", "MAX_HESSIAN_ROWS", "LandscapeRun",
-           "build_run", "logged_floats", "working_floats", "check_resources", "run_landscape",
-           "to_json_dict", "simulate_landscape_command"]
+           "build_run", "logged_floats", "working_floats", "run_floats", "config_floats", "check_resources",
+           "run_landscape", "to_json_dict", "simulate_landscape_command"]
 
 #: MeanFieldConfig fields set by a command-line option of the same name (``--log-every`` -> log_every).
 #: ``teacher`` is not among them: ``--teacher`` names a teacher kind or a particle file.
@@ -86,7 +88,8 @@ def working_floats(cfg: MeanFieldConfig, C: int, M_o: int) -> int:
     The particle state and its copies, STATE_COPIES x (C, M + M_o, k + d); one kernel tile with its
     temporaries, TILE_COPIES x (C, t1, t2) times the quadrature nodes (order^2 / 2, the bound
     :func:`sims.meanfield_kernels.tile_side` uses) for sigmoid/tanh; and the precomputed counter keys of
-    birth-death (C, steps) and noise (C, steps, 2). No formula: memory policy (architecture.md).
+    birth-death (C, steps) and noise (C, steps, 2). No formula: memory policy (refuse
+    sizes that would exhaust memory before allocating).
     """
     name, M = cfg.activation, cfg.M
     side = tile_side(name, C, DEFAULT_TILE, cfg.quad_order)
@@ -97,16 +100,23 @@ def working_floats(cfg: MeanFieldConfig, C: int, M_o: int) -> int:
     return STATE_COPIES * C * (M + M_o) * (cfg.k + cfg.d) + TILE_COPIES * tile + keys
 
 
+def run_floats(cfg: MeanFieldConfig, C: int, M_o: int) -> int:
+    """Upper estimate of the floats a batch of C runs of ``cfg`` holds: its logs and one step's working set."""
+    return logged_floats(C, cfg.steps, cfg.log_every, cfg.k) + working_floats(cfg, C, M_o)
+
+
+def config_floats(fields: Mapping[str, Any]) -> int:
+    """:func:`run_floats` of one run of a claim's config dict (its MeanFieldConfig fields; others ignored)."""
+    names = {f.name for f in dataclasses.fields(MeanFieldConfig)}
+    cfg = MeanFieldConfig(**{key: value for key, value in fields.items() if key in names})
+    return run_floats(cfg, 1, cfg.n_teacher)
+
+
 def check_resources(cfg: MeanFieldConfig, C: int, M_o: int) -> None:
-    """Refuse (InputError) a batch whose logs or per-step working set exceed MAX_LOGGED_FLOATS."""
-    logged = logged_floats(C, cfg.steps, cfg.log_every, cfg.k)
-    if logged > MAX_LOGGED_FLOATS:
-        raise InputError(f"the log would hold {logged:.3g} floats (limit {MAX_LOGGED_FLOATS:.1g}); "
-                         "raise --log-every or lower --steps, --seeds or --k")
-    working = working_floats(cfg, C, M_o)
-    if working > MAX_LOGGED_FLOATS:
-        raise InputError(f"the simulation would hold {working:.3g} floats per step (limit {MAX_LOGGED_FLOATS:.1g}); "
-                         "lower --M, --d, --k or --seeds")
+    """Refuse (InputError) a batch over the memory budget (:mod:`verify.limits`), before allocating."""
+    limits.check_floats(f"verify simulate landscape of {C} run(s), M {cfg.M}, M_o {M_o}, k {cfg.k}, d {cfg.d}, "
+                        f"{cfg.steps} steps logged every {cfg.log_every}", run_floats(cfg, C, M_o),
+                        "lower --M, --d, --k, --seeds or --steps, or raise --log-every")
 
 
 def _explicit(args) -> dict:
@@ -132,8 +142,8 @@ def _base_config(args, fields: dict) -> MeanFieldConfig:
 
 
 def _saddle_start(configs: tuple[MeanFieldConfig, ...], args) -> tuple[list[ParticleMeasure], ParticleMeasure, str]:
-    """The exact saddle of spec section 5 for every config, perturbed by --delta along --direction (the
-    random direction is drawn from each config's seed); returns (init, teacher, init_source)."""
+    """The exact saddle of docs/attention_landscape.md §6 for every config, perturbed by --delta along --direction
+    (the random direction is drawn from each config's seed); returns (init, teacher, init_source)."""
     cfg = configs[0]
     if cfg.activation != "erf":
         raise InputError(f"--saddle is exact for the erf activation only, got {cfg.activation!r}")
@@ -185,7 +195,7 @@ def build_run(args) -> LandscapeRun:
     cfg = _base_config(args, fields)
     C = args.seeds
     check_resources(cfg, C, cfg.n_teacher)
-    configs = tuple(dataclasses.replace(cfg, seed=cfg.seed + i).validate() for i in range(C))
+    configs = tuple(dataclasses.replace(cfg, seed=successor(cfg.seed, i)).validate() for i in range(C))
     if args.saddle:
         init, saddle_teacher, init_source = _saddle_start(configs, args)
         return LandscapeRun(configs, init, [saddle_teacher] * C, init_source, "saddle")
@@ -224,7 +234,7 @@ def simulate_landscape_command(args) -> int:
     The NPZ holds :meth:`~sims.meanfield_trajectory.MeanFieldTrajectory.to_arrays` (readable with
     ``MeanFieldTrajectory.from_arrays``) plus 0-d strings ``init`` and ``teacher`` (the sources).
     """
-    from verify.cli import resolve_device
+    from sims.devices import resolve_device
 
     out: Path | None = args.out
     if out is not None and out.suffix not in (".json", ".npz"):
@@ -247,3 +257,41 @@ def simulate_landscape_command(args) -> int:
     print(f"wrote {out}: {len(traj.configs)} run(s) x {len(traj.t)} logged steps to t = {int(traj.t[-1])}; "
           f"final loss by seed {{{final}}}" + (f"; S_mm singular for seeds {failed}" if failed else ""))
     return 0
+
+
+def add_arguments(parser) -> None:
+    """The options of ``verify simulate landscape``."""
+    parser.add_argument("--preset", default=None, help="base config: paper (sigmoid, joint W) or paper-probit")
+    for flag, kind, text in (("--d", int, "input dimension"), ("--k", int, "feature (output) dimension"),
+                             ("--M", int, "student particles"),
+                             ("--activation", str, "erf, probit, relu, sigmoid or tanh"),
+                             ("--teacher-M", int, "particles of the random teacher"),
+                             ("--teacher-seed", argtypes.seed, "teacher seed (default: each run's --seed)"),
+                             ("--init-scale", float, "E|w_i|^2 = init-scale^2 at initialisation"),
+                             ("--a-scale", float, "a_i ~ N(0, a-scale^2 I) at initialisation"),
+                             ("--lr", float, "Euler step in mean-field time"), ("--steps", int, "Euler steps"),
+                             ("--log-every", int, "log every N steps (and the last)"),
+                             ("--seed", argtypes.seed, "seed of the first run, in [0, 2^63)"),
+                             ("--dynamics", str, "two-timescale (W = W*) or joint (explicit W)"),
+                             ("--w-speed", float, "joint: W learning-rate ratio"),
+                             ("--w-init", str, "joint: optimal or zero"),
+                             ("--birth-death", float, "birth-death rate (0 = off)"),
+                             ("--noise", float, "noise injection scale (0 = off)"),
+                             ("--noise-threshold", float, "inject noise while mean |grad V|^2 < this (inf: always)"),
+                             ("--label-noise", float, "label noise variance s^2"),
+                             ("--quad-order", int, "Gauss-Hermite order for sigmoid/tanh")):
+        parser.add_argument(flag, type=kind, default=None, help=text)
+    parser.add_argument("--teacher", default=None, help="orthonormal, random, or FILE.npz with a (M_o x k), w (M_o x d)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--student", type=Path, default=None, help="FILE.npz: initial a (M x k), w (M x d)")
+    start.add_argument("--saddle", action="store_true", help="start at the exact strict saddle (erf, d >= k + 1)")
+    parser.add_argument("--delta", type=float, default=None, help="with --saddle: perturbation size (default 0)")
+    parser.add_argument("--direction", choices=("hessian", "random"), default=None,
+                        help="with --saddle: perturbation direction (default hessian)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds seed..seed+N-1 (mod 2^63) in one batch")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="FILE.json (NaN/inf as strings) or FILE.npz (default: JSON on stdout)")
+
+
+run = simulate_landscape_command

@@ -1,4 +1,4 @@
-"""Verdicts and the outcome a claim's judge returns (architecture.md, "Claims and verdicts")."""
+"""Verdicts and the outcome a claim's judge returns."""
 from __future__ import annotations
 
 import enum

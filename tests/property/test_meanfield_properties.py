@@ -1,4 +1,4 @@
-"""Hypothesis properties of the batched mean-field dynamics (spec attention_landscape.md sections 2-3, 7).
+"""Hypothesis properties of the batched mean-field dynamics (docs/attention_landscape.md §2-§4).
 
 Random small measures (M <= 8, k <= 3, d <= 5) with well-conditioned S_mm (cond <= COND, assumed).
 Tolerances are float64 rounding: two routes to L differ by ~ cond(S_mm) eps |S_oo| (see
@@ -44,7 +44,7 @@ def _s_oo_trace(cfg: MeanFieldConfig) -> float:
 
 @given(configs())
 def test_landscape_is_non_increasing_along_the_two_timescale_flow(cfg):
-    """dL/dt = -int |grad V|^2 dmu <= 0 (spec section 3); explicit Euler keeps it for small lr."""
+    """dL/dt = -int |grad V|^2 dmu <= 0 (docs/attention_landscape.md §4); explicit Euler keeps it for small lr."""
     traj = simulate(cfg)
     assume(int(traj.failed_at[0]) == -1 and float(traj.cond[0].max()) <= COND)
     L = traj.loss[0]
@@ -69,7 +69,7 @@ def test_first_variation_integrates_to_zero_and_L_TF_at_W_star_is_L(cfg):
 
 @given(configs(activations=("erf", "tanh"), steps=5, lr=0.05), st.integers(0, 2 ** 31))
 def test_flow_is_equivariant_under_orthogonal_output_maps(cfg, r_seed):
-    """L(R#mu) = L(mu) (spec section 2); for orthogonal R the flow maps a -> R a and leaves w alone."""
+    """L(R#mu) = L(mu); for orthogonal R the flow maps a -> R a and leaves w alone (docs/attention_landscape.md §3)."""
     k = cfg.k
     R = torch.linalg.qr(torch.randn(k, k, generator=torch.Generator().manual_seed(r_seed), dtype=DT)).Q
     a, w = make_student([cfg])

@@ -1,6 +1,6 @@
 """Hypothesis properties of the softmax dynamics over configs inside the paper's assumptions.
 
-Assumptions (spec softmax_icl.md 1-2): 2 <= K <= 8 orthonormal features (d = K), eta in [0.1, 2], balanced
+Assumptions (docs/softmax_dynamics.md §1): 2 <= K <= 8 orthonormal features (d = K), eta in [0.1, 2], balanced
 p or one dominant feature with c in (0.2, 0.8).  Tolerances: float64 roundoff accumulated over the run
 (1e-12 for identities exact in real arithmetic; 1e-15 for a one-step comparison of O(1) losses).
 """
@@ -45,8 +45,8 @@ def _is_exact(cfg: SoftmaxConfig) -> bool:
 @given(softmax_configs(steps=40))
 def test_invariants_hold_along_the_trajectory(cfg):
     traj = simulate_reduced(cfg, **SMALL)
-    assert traj.scores.sum(-1).abs().max() < ROUNDOFF  # sum_n s_{k,n} = 0 (spec 4.3)
-    assert (traj.A.diff(dim=1) >= 0).all()  # A_k non-decreasing (spec 4.3), exact in floating point
+    assert traj.scores.sum(-1).abs().max() < ROUNDOFF  # sum_n s_{k,n} = 0 (docs/softmax_dynamics.md §3)
+    assert (traj.A.diff(dim=1) >= 0).all()  # A_k non-decreasing (§3), exact in floating point
     balanced = max(cfg.p) - min(cfg.p) < 1e-15
     if balanced and _is_exact(cfg):  # symmetric expectation: B_{k,n} = -A_k/(K-1), all A_k equal
         B = traj.B[0]  # (T, K, K) zero diagonal
@@ -74,9 +74,9 @@ def test_loss_is_non_increasing_at_infinite_N(cfg):
 
 def _half_attention_budget(cfg: SoftmaxConfig) -> int:
     """Steps to run: 1.25 x the largest closed-form flow time to Attn = 1/2 over queries with p_k < 1/2,
-    using each query's own p_k (spec 4.5), plus 2 steps of rounding.  Measured on a grid of K = 2..8,
-    c in (0.21, 0.79), eta in {0.1, 0.5, 1, 2}: GD reaches 1/2 within 1.06 x that time + 1 step, including
-    the under-represented queries, whose off-target features are not exchangeable."""
+    using each query's own p_k (docs/softmax_dynamics.md §4), plus 2 steps of rounding.  Measured on a grid of
+    K = 2..8, c in (0.21, 0.79), eta in {0.1, 0.5, 1, 2}: GD reaches 1/2 within 1.06 x that time + 1 step,
+    including the under-represented queries, whose off-target features are not exchangeable."""
     times = [float(time_to_attention(0.5, cfg.K, p_k, cfg.eta)) for p_k in cfg.p if p_k < 0.5]
     return math.ceil(1.25 * max(times, default=0.0)) + 2
 

@@ -15,7 +15,10 @@ def _write(path, a, w):
 
 
 def test_landscape_matches_monte_carlo_least_squares(tmp_path, capsys):
-    """Twin: L = 1/2 E||f° - S_om S_mm^{-1} h||^2 is the least-squares residual of f° on h (spec 2)."""
+    """Twin: L = 1/2 E||f° - S_om S_mm^{-1} h||^2 is the least-squares residual of f° on h.
+
+    docs/attention_landscape.md §3.
+    """
     rng = np.random.default_rng(1)
     a, w = rng.normal(size=(30, 3)), rng.normal(size=(30, 5)) / 2
     assert main(["evaluate", "landscape", "--student", _write(tmp_path / "s.npz", a, w), "--activation", "tanh"]) == 0
@@ -67,8 +70,8 @@ def test_bad_activation_k_mismatch_missing_and_non_npz(tmp_path, capsys):
 
 
 def test_huge_particle_file_is_refused_before_loading(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("verify.evaluate.MAX_PARTICLE_FLOATS", 100)
+    monkeypatch.setenv("VERIFY_MEMORY_BUDGET", "1K")  # 40 x 5 float64 values, stored and converted: 4.7 KiB
     rng = np.random.default_rng(0)
     assert main(["evaluate", "landscape", "--student", _write(tmp_path / "s.npz", rng.normal(size=(40, 2)),
                                                              rng.normal(size=(40, 3)))]) == 2
-    assert "exceed the limit" in capsys.readouterr().err
+    assert "over the limit of 1 KiB" in capsys.readouterr().err

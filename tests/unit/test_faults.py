@@ -90,6 +90,37 @@ def test_a_corrupt_checkpoint_of_a_real_run_is_refused_and_left_alone(tmp_path, 
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
 
 
+def test_a_run_refused_for_size_leaves_every_report_and_checkpoint_byte_identical(tmp_path, capsys):
+    """The memory path in a fresh process under an address-space limit (RLIMIT_AS, which the budget of
+    verify/limits.py follows): configs past the budget, and a --resume whose chunk checkpoint is past the JSON
+    size limit, are refused before anything is allocated or written; the earlier run's report, checkpoints
+    and chunk stay byte for byte, and no temp file is left."""
+    import resource
+    import subprocess
+    import sys
+
+    claim = "softmax.invariant.row-sums-zero"
+    assert main(["run", claim, "--device", "cpu", "--out", str(tmp_path)]) == 0
+    chunk = tmp_path / CHECKPOINT_DIR / f"{claim}.chunks" / "0.json"  # a measured chunk of another --set, 3 MB
+    chunk.parent.mkdir()
+    chunk.write_text(json.dumps({"fingerprint": {}, "start": 0, "configs": [{}], "rows": [{"x": [1.0] * 600_000}],
+                                 "seconds": 1}))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    for extra, env in ((["--set", "steps=1000000000000"], {}), (["--set", "K=100000", "--set", "d=100000"], {}),
+                       (["--resume", "--set", "steps=200"], {"VERIFY_MEMORY_BUDGET": "2M"})):  # JSON limit 64 KiB
+        proc = subprocess.run([sys.executable, "-m", "verify.cli", "run", claim, "--device", "cpu", "--out",
+                               str(tmp_path), *extra], capture_output=True, text=True, timeout=300,
+                              preexec_fn=limited, env={**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", **env})
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.count("\n") == 1 and "over the" in proc.stderr and "limit" in proc.stderr, proc.stderr
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 # ---------------------------------------------------------------------------------------------------
 # real interruptions
 # ---------------------------------------------------------------------------------------------------

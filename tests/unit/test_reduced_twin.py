@@ -1,7 +1,8 @@
-"""`verify simulate softmax --reduced` (N = infinity) against a plain numpy loop written from the spec alone.
+"""`verify simulate softmax --reduced` (N = infinity) against a plain numpy loop written from
+docs/softmax_dynamics.md §2 alone.
 
-The twin uses nothing from theory/ or sims/: spec softmax_icl.md section 3 (Attn_n = p_n e^{s_{k,n}} /
-sum_m p_m e^{s_{k,m}}, l_k = 1/2 [(1 - Attn_k)^2 + sum_{n != k} Attn_n^2], L = sum_k p_k l_k) and section 4.2
+The twin uses nothing from theory/ or sims/: the model (Attn_n = p_n e^{s_{k,n}} /
+sum_m p_m e^{s_{k,m}}, l_k = 1/2 [(1 - Attn_k)^2 + sum_{n != k} Attn_n^2], L = sum_k p_k l_k) and its exact GD update
 (A_k += eta p_k Attn_k 2 l_k; B_{k,n} -= eta p_k Attn_n (Attn_n + Attn_k - S), S = sum_m Attn_m^2), from
 scores 0. Tolerance: both are float64 recursions of the same map summed in different orders; a few hundred
 steps accumulate ~1e-14 relative, so 1e-12 (as ROUNDOFF in test_sims_softmax.py).

@@ -10,7 +10,7 @@ from verify.report import build_report, exit_code, load_report, run_metadata, wr
 
 
 def _result(cid, verdict, tracked=None):
-    return {"id": cid, "paper": "softmax", "location": "spec", "provenance": "derived", "statement": "s",
+    return {"id": cid, "paper": "softmax", "location": "§2", "provenance": "derived", "statement": "s",
             "latex": "x", "formula": "f", "params": {}, "verdict": verdict, "summary": f"{cid} {verdict}",
             "evidence": {"n": 1.5}, "tolerance": 0.1, "margin": 0.05, "counterexample": None,
             "tracked": tracked or {}, "figures": [], "configs": [], "reproduce": f"verify run {cid}",
@@ -49,7 +49,9 @@ def test_diff_flags_worse_verdicts_moved_numbers_and_missing_claims():
     new = _report([_result("a", "REFUTED", {"x": 1.1}), _result("b", "VERIFIED"), _result("fresh", "VERIFIED")])
     regressions, notes = diff_reports(base, new)
     text = "\n".join(regressions)
-    assert "a: verdict VERIFIED -> REFUTED" in text and "tracked x moved" in text and "gone: missing" in text
+    assert "a: verdict VERIFIED -> REFUTED" in text and "tracked x moved" in text and "gone" not in text
     assert any("b: verdict improved" in n for n in notes) and any("fresh: new claim" in n for n in notes)
+    assert any("1 claim(s) of the base report were not run" in n and n.endswith(": gone") for n in notes)
+    assert "gone: missing" in "\n".join(diff_reports(base, new, whole_catalogue=True)[0])
     assert diff_reports(base, base) == ([], [])
     assert json.dumps(new)  # plain JSON

@@ -1,4 +1,4 @@
-"""Unit tests of sims.softmax_* (spec softmax_icl.md 1-5): configs, randomness, count expectations,
+"""Unit tests of sims.softmax_* (docs/softmax_dynamics.md §1-§8): configs, randomness, count expectations,
 reduced and full dynamics, trajectories and phase events.
 
 Tolerances: float64 unit roundoff is 1.1e-16.  Identities that hold exactly in real arithmetic get
@@ -180,7 +180,7 @@ def test_monte_carlo_draws_are_fresh_each_step_and_seeded():
 def test_reduced_invariants(N, exact_limit):
     configs = [SoftmaxConfig.balanced(5, N=N, steps=150, seed=1), SoftmaxConfig.dominant(5, 0.6, N=N, steps=150)]
     traj = simulate_reduced(configs, exact_limit=exact_limit, count_samples=256)
-    assert traj.scores.sum(-1).abs().max() < ROUNDOFF  # sum_n s_{k,n} = 0 (spec 4.3)
+    assert traj.scores.sum(-1).abs().max() < ROUNDOFF  # sum_n s_{k,n} = 0 (docs/softmax_dynamics.md §3)
     assert (traj.A.diff(dim=1) >= 0).all()  # A_k non-decreasing: each update adds eta p_k E[a 2l] >= 0
     balanced = traj.select(0)
     off = balanced.scores[0] - torch.diag_embed(balanced.A[0])  # (T, K, K), zero diagonal
@@ -204,7 +204,7 @@ def test_padded_mixed_batch_equals_each_config_alone():
 
 @pytest.mark.parametrize("K, eta, rel", [(5, 1.0, 0.01), (10, 1.0, 0.01), (5, 0.1, 0.002)])
 def test_gd_tracks_the_closed_form_attention_time(K, eta, rel):
-    """GD (forward Euler) vs the gradient-flow t(a) of spec 4.5 at a = 1/2 and 0.9, N infinite.
+    """GD (forward Euler) vs the gradient-flow t(a) of docs/softmax_dynamics.md §4 at a = 1/2 and 0.9, N infinite.
 
     Measured (crossing time interpolated between steps): relative error 0.02% / 0.51% (K=5, a=1/2 / 0.9),
     0.15% / 0.15% (K=10), 0.004% / 0.05% (K=5, eta=0.1): first-order Euler error, shrinking with eta.

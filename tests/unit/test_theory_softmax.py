@@ -1,6 +1,8 @@
 """theory.softmax_icl: every formula against a slow, obviously-correct twin."""
+import itertools
 import math
 
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
@@ -53,15 +55,15 @@ def test_attention_zero_weight_gives_zero_attention():
     assert attn[1] == 0 and abs(float(attn.sum()) - 1) < 4 * EPS64
 
 
-def test_F_is_the_antiderivative_and_matches_the_spec_up_to_a_constant():
+def test_F_is_the_antiderivative_and_matches_the_hand_written_form_up_to_a_constant():
     F = th.F_expr()
     assert sp.simplify(sp.diff(F, th.x) - 1 / (th.x ** 2 * (1 - th.x) ** 3)) == 0
     points = [sp.Rational(v, 1000) for v in (10, 300, 770, 999)]  # exact points: no float cancellation
-    diff = [float((F - th.F_spec_expr()).subs(th.x, v).evalf(30)) for v in points]
+    diff = [float((F - th.F_reference_expr()).subs(th.x, v).evalf(30)) for v in points]
     assert max(diff) - min(diff) < 1e-12
 
 
-def test_ode_rhs_matches_spec_form():
+def test_ode_rhs_matches_the_documented_form():
     expected = th.eta * th.p * (th.K / (th.K - 1)) ** 2 * th.x ** 2 * (1 - th.x) ** 3
     assert sp.simplify(th.attention_ode_rhs_expr() - expected) == 0
 
@@ -121,5 +123,96 @@ def test_dominant_time_is_nearly_independent_of_K():
     assert th.dominant_time(1000, 0.5, 1.0, 1e-6) / asym == pytest.approx(1, rel=2e-2)
 
 
-def test_local_loglog_slope_of_a_power_law_is_its_exponent():
-    assert th.local_loglog_slope(3 * th.K ** 2.5, th.K, 2, 50) == pytest.approx(2.5, rel=1e-13)
+def test_attention_for_loss_solves_l_equals_eps():
+    """Twin: the exchangeable per-query loss evaluated at the returned attention is eps."""
+    for K, eps in ((2, 0.1), (10, 0.01), (100, 1e-4)):
+        a = th.attention_for_loss(eps, K)
+        loss = 0.5 * ((1 - a) ** 2 + (K - 1) * ((1 - a) / (K - 1)) ** 2)
+        assert 0 < a < 1 and loss == pytest.approx(eps, rel=64 * EPS64)
+
+
+@pytest.mark.parametrize("K,eta,eps,c", [(4, 1.0, 0.01, 0.5), (10, 0.7, 0.003, 0.3), (64, 2.0, 0.05, 0.8)])
+def test_phase_time_exprs_equal_the_numeric_phase_times(K, eta, eps, c):
+    """The sympy phase times (evaluated to 30 digits) equal the numeric functions the claims use."""
+    exprs = th.phase_time_exprs()
+    subs = {th.K: K, th.eta: eta, th.eps: eps, th.c: c}
+    value = {name: float(e.subs(subs).evalf(30)) for name, e in exprs.items()}
+    t_I, t_II = th.phase_times_balanced(K, eta, eps)
+    # F(a) - F(a0) cancels terms of size ~1/a0 and 1/(1-a)^2: allow their ulps, scaled by the largest term
+    rtol = 1e4 * EPS64 * K
+    assert value["balanced.phase1"] == pytest.approx(t_I, rel=rtol)
+    assert value["balanced.total"] == pytest.approx(t_II, rel=rtol)
+    assert value["balanced.phase2"] == pytest.approx(t_II - t_I, rel=rtol)
+    assert value["dominant"] == pytest.approx(th.dominant_time(K, c, eta, eps), rel=rtol)
+
+
+def _numeric_local_slope(expr, var, value, subs):
+    """Slow twin: central finite difference of ln f in ln x, in 50-digit arithmetic (mpmath)."""
+    f = sp.lambdify(var, expr.subs(subs), modules="mpmath")
+    with mpmath.workdps(50):
+        h, x = mpmath.mpf("1e-12"), mpmath.mpf(value)
+        return float((mpmath.log(f(x * (1 + h))) - mpmath.log(f(x * (1 - h))))
+                     / (mpmath.log(1 + h) - mpmath.log(1 - h)))
+
+
+ASYMPTOTES = [  # (expression name, variable, point, points approaching it, expected exponent)
+    ("balanced.phase1", "K", sp.oo, ("1e3", "1e5", "1e8"), 2),
+    ("balanced.total", "K", sp.oo, ("1e3", "1e5", "1e8"), 2),
+    ("dominant", "K", sp.oo, ("1e3", "1e5", "1e8"), 0),
+    ("balanced.phase2", "eps", 0, ("1e-4", "1e-8", "1e-14"), -1),
+]
+
+
+@pytest.mark.parametrize("name,var,point,xs,expected", ASYMPTOTES, ids=[a[0] for a in ASYMPTOTES])
+def test_asymptotic_slope_is_the_limit_of_numeric_local_slopes(name, var, point, xs, expected):
+    """Twin: finite-difference local log-log slopes at x -> point approach the exact asymptotic slope."""
+    symbol = {"K": th.K, "eps": th.eps}[var]
+    expr = th.phase_time_exprs()[name]
+    exact = th.asymptotic_loglog_slope(expr, symbol, point)
+    assert exact == expected
+    others = {th.K: 10, th.eta: sp.Rational(7, 10), th.eps: sp.Rational(1, 100), th.c: sp.Rational(1, 2)}
+    others.pop(symbol)
+    gaps = [abs(_numeric_local_slope(expr, symbol, x, others) - float(exact)) for x in xs]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-5, gaps
+
+
+def test_asymptotic_slope_equals_the_definition():
+    """Twin: sympy's limit of x f'(x)/f(x) (the local log-log slope itself), where sympy computes it quickly."""
+    for expr, var, point in [(th.phase_time_exprs()["balanced.phase1"], th.K, sp.oo),
+                             (th.asymptotic_orders(1.5)["balanced.theorem"][0], th.K, sp.oo),
+                             (th.K ** 3 + 2 * sp.sqrt(th.K) * (1 - sp.log(th.K)), th.K, 0)]:
+        definition = sp.limit(var * sp.diff(sp.log(expr), var), var, point)
+        assert th.asymptotic_loglog_slope(expr, var, point) == definition
+
+
+def test_theorem_bound_exponent_enters_its_asymptotic_slope():
+    for b, slope in ((2, 2), (1.5, sp.Rational(3, 2)), (0.5, 1)):  # K/eps term: slope never below 1
+        assert th.asymptotic_loglog_slope(th.asymptotic_orders(b)["balanced.theorem"][0], th.K, sp.oo) == slope
+
+
+def _floor_by_enumeration(K: int, N: int) -> float:
+    """Slow twin: sum over every count vector of the K features among N tokens, with its multinomial probability,
+    of the converged loss: 0 if the query's feature 0 is present, else 1/2 (1 + sum_n (c_n/N)^2)."""
+    total = 0.0
+    for counts in itertools.product(range(N + 1), repeat=K):
+        if sum(counts) != N or counts[0] > 0:
+            continue
+        prob = math.factorial(N) / math.prod(math.factorial(n) for n in counts) / K ** N
+        total += prob * 0.5 * (1 + sum((n / N) ** 2 for n in counts))
+    return total
+
+
+@pytest.mark.parametrize("K,N", [(2, 1), (3, 4), (3, 9), (4, 6), (5, 5)])
+def test_loss_floor_equals_enumeration(K, N):
+    value = float(th.loss_floor_expr().subs({th.K: K, th.N: N}))
+    assert value == pytest.approx(_floor_by_enumeration(K, N), rel=64 * EPS64 * N)
+
+
+def test_loss_floor_rate_is_ln_one_minus_p():
+    rate = th.asymptotic_log_rate(th.loss_floor_expr(), th.N)
+    assert sp.simplify(rate - sp.log(1 - 1 / th.K)) == 0
+    floor = sp.lambdify(th.N, th.loss_floor_expr().subs(th.K, 3), "mpmath")
+    with mpmath.workdps(50):  # twin: finite differences of ln(floor) in N
+        local = [float(mpmath.log(floor(mpmath.mpf(n + 1)) / floor(mpmath.mpf(n)))) for n in (10, 100, 1000)]
+    gaps = [abs(v - math.log(2 / 3)) for v in local]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-6, gaps

@@ -1,4 +1,8 @@
-"""Shared pieces of the softmax-paper claims: config dicts, assumptions, batched runs, judges."""
+"""Shared pieces of the softmax-paper claims: config dicts, assumptions, batched runs, judges.
+
+The model, the closed forms and the phase boundaries the claims rely on are written out in
+docs/softmax_dynamics.md; claim locations point to its sections.
+"""
 from __future__ import annotations
 
 import math
@@ -7,22 +11,25 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from sims.softmax_icl import SoftmaxConfig, simulate_full, simulate_reduced
+from sims.seeds import derive
+from sims.softmax_counts import count_vector_number
+from sims.softmax_icl import SoftmaxConfig, expectation_method, simulate_full, simulate_reduced
 from theory import softmax_icl as th
 from verify.figures import loglog_figure
 from verify.fits import crossing_time, loglog_fit
 from verify.registry import Assumption, RunContext
-from verify.simulate import full_model_floats, logged_floats
+from verify import limits
+from verify.simulate import softmax_floats
 from verify.verdicts import Outcome, Verdict
 
-__all__ = ["PAPER", "BASE_ASSUMPTIONS", "MAX_FLOATS_PER_CONFIG", "fits_memory", "floats_needed", "balanced",
-           "dominant", "sim_config", "run_sims", "target_attn",
-           "query_loss", "crossing_steps", "log_every_for", "slope_outcome", "relative_error_outcome",
-           "is_balanced", "is_dominant", "closed_form_time", "probabilities", "curve"]
+__all__ = ["PAPER", "DOCS", "BASE_ASSUMPTIONS", "fits_memory", "floats_needed", "balanced",
+           "dominant", "sim_config", "run_sims", "target_attn", "query_loss", "crossing_steps", "log_every_for",
+           "slope_outcome", "panel_indices", "is_balanced", "is_dominant",
+           "has_other_offtarget", "closed_form_time", "probabilities", "curve"]
 
 PAPER = "softmax"
+DOCS = "docs/softmax_dynamics.md"  # where the derivations behind the claims are written out
 MAX_LOG_POINTS = 2000  # logged points per trajectory: keeps (C, T, K, K) buffers small at K = 128
-MAX_FLOATS_PER_CONFIG = 200_000_000  # ~1.6 GB of float64: a config needing more is refused before allocating
 
 
 def _p_sums_to_one(cfg) -> bool:
@@ -31,20 +38,19 @@ def _p_sums_to_one(cfg) -> bool:
 
 
 def floats_needed(cfg: Mapping) -> int:
-    """Upper estimate of the float64 values one simulated config allocates: its logged trajectory and,
-    for the full model, its working values (:mod:`verify.simulate` estimates both)."""
-    K, steps = int(cfg["K"]), int(cfg["steps"])
-    logged = logged_floats(K, steps, int(cfg.get("log_every") or log_every_for(steps)))
-    if cfg.get("model", "reduced") != "full":
-        return logged
-    return logged + full_model_floats(K, int(cfg.get("d") or K), int(cfg.get("batch", 512)), int(cfg["N"]))
+    """Upper estimate of the float64 values one simulated config allocates (:func:`verify.simulate.softmax_floats`)."""
+    K, steps, N = int(cfg["K"]), int(cfg["steps"]), cfg.get("N")
+    support = sum(float(v) > 0 for v in cfg["p"]) if "p" in cfg else K  # dominant c < 1: every feature
+    return softmax_floats(K, None if N is None else int(N), steps, int(cfg.get("log_every") or log_every_for(steps)),
+                          support=support, full=cfg.get("model", "reduced") == "full", d=int(cfg.get("d") or K),
+                          batch=int(cfg.get("batch", 512)))
 
 
 def fits_memory(floats: Callable[[Mapping], int]) -> Assumption:
-    """The resource assumption: ``floats(cfg)`` at most :data:`MAX_FLOATS_PER_CONFIG`."""
-    return Assumption(f"fits in memory: at most {MAX_FLOATS_PER_CONFIG:.0e} float64 values per config "
-                      "(lower K, d, steps, batch or N, or raise log_every)",
-                      lambda c: floats(c) <= MAX_FLOATS_PER_CONFIG)
+    """The resource assumption: ``floats(cfg)`` within the memory budget (:mod:`verify.limits`), checked
+    before the config's other derived quantities (p has K entries) are built."""
+    return Assumption("fits in memory (verify.limits budget; lower K, d, steps, batch or N, or raise log_every)",
+                      lambda c: limits.assume_floats("one config", floats(c)))
 
 
 BASE_ASSUMPTIONS = (
@@ -53,13 +59,15 @@ BASE_ASSUMPTIONS = (
     Assumption("eta > 0", lambda c: float(c["eta"]) > 0 and math.isfinite(float(c["eta"]))),
     Assumption("N >= 1 or N = infinity", lambda c: c.get("N") is None or int(c["N"]) >= 1),
     Assumption("steps >= 1", lambda c: int(c["steps"]) >= 1),
+    fits_memory(floats_needed),
     Assumption("p is a probability vector over the K features (K entries, nonnegative, sum 1)", _p_sums_to_one),
     Assumption("full model needs finite N", lambda c: c.get("model", "reduced") != "full" or c.get("N") is not None),
-    fits_memory(floats_needed),
 )
 is_balanced = Assumption("balanced features (p_k = 1/K)", lambda c: c.get("kind") == "balanced")
 is_dominant = Assumption("one dominant feature: 1/K < c < 1",
                          lambda c: c.get("kind") == "dominant" and 1.0 / int(c["K"]) < float(c["c"]) < 1.0)
+has_other_offtarget = Assumption("K >= 3 (an under-represented query has an off-target feature besides the "
+                                 "dominant one)", lambda c: int(c["K"]) >= 3)
 
 
 def balanced(K: int, steps: int, eta: float = 1.0, **extra) -> dict:
@@ -92,19 +100,34 @@ def sim_config(cfg: Mapping, ctx: RunContext, steps: int | None = None) -> Softm
     steps = int(steps if steps is not None else cfg["steps"])
     return SoftmaxConfig(K=int(cfg["K"]), d=int(cfg.get("d") or cfg["K"]), p=probabilities(cfg),
                          eta=float(cfg["eta"]), steps=steps, N=cfg.get("N"),
-                         seed=ctx.seed + int(cfg.get("seed_offset", 0)), batch=int(cfg.get("batch", 512)),
+                         seed=derive(ctx.seed, int(cfg.get("seed_offset", 0))), batch=int(cfg.get("batch", 512)),
                          log_every=int(cfg.get("log_every") or log_every_for(steps)))
 
 
+ALONE_ABOVE = 1000  # full-model configs logging an exact expectation over more count vectors run one by one
+
+
+def _runs_alone(cfg: Mapping) -> bool:
+    """A full-model config whose logged expectation enumerates many count vectors: batched with others, its
+    reductions over those vectors round differently in the last bits, so it runs alone (chunking must not
+    change a number)."""
+    if cfg.get("model", "reduced") != "full":
+        return False
+    sim = SoftmaxConfig(K=int(cfg["K"]), d=int(cfg.get("d") or cfg["K"]), p=probabilities(cfg), N=cfg.get("N"))
+    return expectation_method(sim) == "exact" and count_vector_number(int(cfg["N"]), int(cfg["K"])) > ALONE_ABOVE
+
+
 def run_sims(configs: Sequence[Mapping], ctx: RunContext) -> list["One"]:
-    """Simulate every config, batching those that share model, N, steps and log interval.
+    """Simulate every config, batching those that share model, N, steps and log interval (except
+    :func:`_runs_alone` configs).
 
     Returns one single-config trajectory per input config, in order.
     """
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         key = (cfg.get("model", "reduced"), cfg.get("N"), int(cfg["steps"]), cfg.get("log_every"),
-               cfg.get("batch", 512), int(cfg.get("d") or cfg["K"]) if cfg.get("model") == "full" else 0)
+               cfg.get("batch", 512), int(cfg.get("d") or cfg["K"]) if cfg.get("model") == "full" else 0,
+               i if _runs_alone(cfg) else None)
         groups.setdefault(key, []).append(i)
     out: list[Any] = [None] * len(configs)
     for (model, *_), idx in groups.items():
@@ -156,15 +179,15 @@ def slope_outcome(ctx: RunContext, name: str, x, y, predicted: float, tol: float
     """Judge a scaling claim: the fitted log-log slope of ``y`` in ``x`` must be within ``tol`` of ``predicted``.
 
     With ``upper_only`` (an O() bound) only a slope above ``predicted + tol`` refutes.
-
     NaN entries (event not reached within the budget) make the verdict INCONCLUSIVE.
+    The figure draws every point, so the refuting configs (all of the fit) are in it.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     evidence = {"x": x, "y": y, **(extra or {})}
     if not np.all(np.isfinite(y)):
         missing = [configs[i] for i in np.flatnonzero(~np.isfinite(y))]
         return Outcome(Verdict.INCONCLUSIVE, f"{what} not reached within the step budget for {len(missing)} "
-                       f"config(s), e.g. {missing[0]}", evidence)
+                       f"config(s), e.g. {missing[0]}", evidence, tracked={"configs_not_reached": len(missing)})
     fit = loglog_fit(x, y)
     figures = loglog_figure(ctx.figure_dir, name, what, x, y, fit, predicted, xlabel, ylabel)
     margin = tol - (fit.slope - predicted if upper_only else abs(fit.slope - predicted))
@@ -174,28 +197,16 @@ def slope_outcome(ctx: RunContext, name: str, x, y, predicted: float, tol: float
     summary = f"{what}: log-log slope {fit.slope:.3f} ± {fit.stderr:.3f} vs {relation} {predicted:.3f} (tol {tol})"
     counter = None if margin >= 0 else {"configs": list(configs), "x": x, "y": y, "fitted_slope": fit.slope}
     return Outcome(verdict, summary, evidence, tol, margin, counter, figures,
-                   tracked={"fitted_slope": fit.slope})
+                   tracked={"fitted_slope": fit.slope, "predicted_slope": float(predicted)})
 
 
-def relative_error_outcome(what: str, measured, predicted, tol: float, configs: Sequence[Mapping],
-                           labels: Sequence[str], figures: list[str] | None = None,
-                           extra: Mapping | None = None) -> Outcome:
-    """Judge measured vs predicted values by the worst relative error (NaN measured -> INCONCLUSIVE)."""
-    measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
-    rel = np.abs(measured - predicted) / np.abs(predicted)
-    evidence = {"labels": list(labels), "measured": measured, "predicted": predicted, "relative_error": rel,
-                **(extra or {})}
-    if not np.all(np.isfinite(measured)):
-        i = int(np.flatnonzero(~np.isfinite(measured))[0])
-        return Outcome(Verdict.INCONCLUSIVE, f"{what}: {labels[i]} not reached within the step budget",
-                       evidence, tol, None, None, figures or [])
-    worst = int(np.argmax(rel))
-    margin = tol - float(rel[worst])
-    summary = f"{what}: worst relative error {rel[worst]:.2%} at {labels[worst]} (tol {tol:.0%})"
-    counter = None if margin >= 0 else {"config": configs[worst % len(configs)], "label": labels[worst],
-                                        "measured": float(measured[worst]), "predicted": float(predicted[worst])}
-    return Outcome(Verdict.VERIFIED if margin >= 0 else Verdict.REFUTED, summary, evidence, tol, margin,
-                   counter, figures or [], tracked={"max_relative_error": float(rel[worst])})
+def panel_indices(n: int, focus: int | None = None, limit: int = 3) -> list[int]:
+    """Indices of the configs drawn as figure panels: the first ``limit``, with ``focus`` (a refuting
+    config) always among them."""
+    chosen = list(range(min(n, limit)))
+    if focus is not None and focus not in chosen:
+        chosen[-1] = focus
+    return chosen
 
 
 def closed_form_time(cfg: Mapping, k: int, *, attn_level: float | None = None, eps: float | None = None) -> float:
@@ -203,7 +214,6 @@ def closed_form_time(cfg: Mapping, k: int, *, attn_level: float | None = None, e
     p_k = probabilities(cfg)[k]
     level = attn_level if attn_level is not None else th.attention_for_loss(eps, int(cfg["K"]))
     return float(th.time_to_attention(level, int(cfg["K"]), p_k, float(cfg["eta"])))
-
 
 
 def curve(traj, k: int, max_points: int = 300) -> dict:

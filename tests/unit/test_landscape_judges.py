@@ -1,0 +1,96 @@
+"""Decision logic of landscape judges on synthetic rows (no simulation): the robust three-way verdict of the
+attention-vs-static claim, the criticality gate of the flow-reached points, and the sweep designs that refuse
+``--set`` overrides which break a fit."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from theory.errors import InputError
+from verify.claims.landscape_dynamics import ALTERNATIVES, TRACKS_STATIC
+from verify.claims.landscape_theory import LOWER_BOUND
+from verify.registry import RunContext, get
+
+CTX = RunContext(device=torch.device("cpu"))
+T = 20
+
+
+def _curve(level: float, wiggle: float = 0.0) -> list[float]:
+    t = np.arange(T)
+    return (np.exp(-0.2 * t) * level * np.exp(wiggle * np.sin(t))).tolist()
+
+
+def _tracks_rows(gap_of):
+    """One seed; static curve, two spread seeds at log-distance 0.3, every alternative at log-distance
+    gap_of(name, speed) (None: the run failed)."""
+    joint = []
+    for name, _, _, speeds in ALTERNATIVES:
+        for speed in speeds:
+            gap = gap_of(name, speed)
+            loss = [math.nan] * T if gap is None else _curve(math.exp(gap))
+            joint.append({"alternative": name, "speed": speed, "loss_tf": loss, "failed_at": -1 if gap is not None
+                          else 3})
+    spread = [_curve(math.exp(0.3)), _curve(math.exp(-0.3))]
+    row = {"time": list(range(T)), "static": _curve(1.0), "spread_static": spread, "joint": joint}
+    return [{**TRACKS_STATIC.configs("quick")[0], "spread_seeds": 2}], [row]
+
+
+def _judge(gap_of, **params):
+    configs, rows = _tracks_rows(gap_of)
+    return TRACKS_STATIC.judge(configs, rows, {**TRACKS_STATIC.params, **params}, CTX)
+
+
+def test_every_optimiser_tracking_verifies():
+    out = _judge(lambda name, speed: 0.1 / speed)
+    assert out.verdict.value == "VERIFIED", out.summary
+
+
+def test_no_optimiser_tracking_refutes_with_the_closest_as_counterexample():
+    out = _judge(lambda name, speed: 2.0 if name.startswith("natural") else 5.0)
+    assert out.verdict.value == "REFUTED", out.summary
+    assert out.counterexample["alternative"].startswith("natural")
+
+
+def test_mixed_outcome_is_inconclusive_and_names_the_choice():
+    out = _judge(lambda name, speed: 0.1 if name.startswith("natural") else 5.0)
+    assert out.verdict.value == "INCONCLUSIVE"
+    assert "depends on the W optimiser" in out.summary and "natural" in out.summary.split("does not with")[0]
+
+
+def test_a_gap_that_grows_with_speed_does_not_track():
+    out = _judge(lambda name, speed: 0.01 * speed)  # all within the spread, but wider at the faster speeds
+    assert out.verdict.value == "REFUTED", out.summary
+    assert "grows with the W speed" in out.counterexample["why"]
+
+
+def test_unstable_fastest_speed_falls_back_to_the_fastest_stable_one():
+    out = _judge(lambda name, speed: None if speed == max(s for n, _, _, ss in ALTERNATIVES if n == name for s in ss)
+                 else 0.01 / speed)
+    assert out.verdict.value == "VERIFIED", out.summary
+    res = out.evidence["seed+0: GD (W_0 = 0)"]
+    assert res["fastest_stable_speed"] == 3.0 and res["unstable_speeds"] == [10.0]
+
+
+def test_planted_offset_below_static_is_refuted_even_when_every_optimiser_tracks():
+    out = _judge(lambda name, speed: 0.1 / speed, offset=-2.2)
+    assert out.verdict.value == "REFUTED"
+
+
+def test_flow_point_that_is_not_yet_critical_makes_the_bound_inconclusive():
+    configs = [dict(activation="erf", k=2, d=4, M=4, kind="flow", unexplained=1)]
+    rows = [{"L": 0.3, "bound": 0.2, "exact_critical_bound": 0.2, "saddle_indicator": 1e-3, "grad_sq_start": 1.0,
+             "grad_sq_end": 1e-2}]
+    out = LOWER_BOUND.judge(configs, rows, LOWER_BOUND.params, CTX)
+    assert out.verdict.value == "INCONCLUSIVE" and "did not reach a critical point" in out.summary
+
+
+@pytest.mark.parametrize("claim_id,overrides,why", [
+    ("landscape.saddle.plateau-log-delta", {"delta": 1e-3}, "3 distinct delta"),
+    ("landscape.flow.monotone-decrease", {"lr": 0.01}, "2 distinct values of lr"),
+    ("landscape.attention.tracks-static", {"spread_seeds": 1}, "spread_seeds >= 2"),
+    ("landscape.finite-n.formula-and-noise", {"n": 4}, "2 distinct values of n"),
+])
+def test_overrides_that_break_a_fit_are_refused(claim_id, overrides, why):
+    with pytest.raises(InputError, match=why):
+        get(claim_id).configs("quick", overrides)

@@ -63,13 +63,15 @@ def full_model_floats(K: int, d: int, batch: int, N: int) -> int:
 def _check_size(args) -> None:
     """Refuse, from the raw options and before any config is built (p alone has K entries), a run over
     the memory budget (:mod:`verify.limits`)."""
-    K, d, N, steps, log_every = args.K, args.d, args.N, args.steps, args.log_every
-    if min(K, steps, log_every, args.batch, d if d is not None else K, N if N is not None else 1) < 1 or \
-            (args.full and N is None):
-        return  # the config's own validation names it
+    # Values below 1 are named by the config's validation; clamped to 1 here, the estimate still bounds what
+    # is built before it (p has K entries).
+    K, steps, log_every, batch = (max(1, v) for v in (args.K, args.steps, args.log_every, args.batch))
+    d = max(1, args.d) if args.d is not None else K
+    N = max(1, args.N) if args.N is not None else None
     support = sum(v > 0 for v in args.p) if args.p is not None else K  # --dominant C < 1: every feature
-    words = softmax_floats(K, N, steps, log_every, support=support, full=args.full, d=d, batch=args.batch)
-    full = f" --full --d {d or K} --batch {args.batch}" if args.full else ""
+    full = args.full and N is not None  # --full without N: the config refuses it
+    words = softmax_floats(K, N, steps, log_every, support=support, full=full, d=d, batch=batch)
+    full = f" --full --d {d} --batch {batch}" if full else ""
     limits.check_floats(f"verify simulate softmax --K {K} --steps {steps} --log-every {log_every} --N "
                         f"{'inf' if N is None else N}{full}", words,
                         "lower --K, --steps, --N, --batch or --d, or raise --log-every")

@@ -1,8 +1,9 @@
 """The fuzz tier's runner: every case is a ``verify`` command in its own process (a child of
 tests/fuzz/forkserver.py) under an address-space limit and a wall-clock limit.
 
-Sizes: children may map ADDRESS_SPACE above what the warm server maps, so the verifier's memory budget
-there is half of it (verify/limits.py reads RLIMIT_AS); TIMEOUT_S bounds one case. Generated inputs are
+Sizes: children may map ADDRESS_SPACE above what the warm server maps, and their memory budget is half of
+that (VERIFY_MEMORY_BUDGET=50% of the usable memory, which verify/limits.py caps by RLIMIT_AS; the suite's
+fixed 4G would not fit the limit); TIMEOUT_S bounds one case. Generated inputs are
 either small (a real run of a few steps) or far past any budget (refused before allocating): nothing in
 between, so that no valid case runs for long.
 
@@ -51,7 +52,8 @@ class Runner:
         out, err = cwd / ".fuzz.stdout", cwd / ".fuzz.stderr"
         request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "address_space": ADDRESS_SPACE,
                    "timeout": TIMEOUT_S, "stdout": str(out), "stderr": str(err),
-                   "env": {"CI": "true", **(env or {})}}  # CI=true: no progress lines, stderr is the error only
+                   # CI=true: no progress lines, stderr is the error only; the budget follows RLIMIT_AS
+                   "env": {"CI": "true", "VERIFY_MEMORY_BUDGET": "50%", **(env or {})}}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         reply = json.loads(self.proc.stdout.readline())

@@ -617,15 +617,7 @@ def exact_strict_saddle(k: int, d: int, *, generator: torch.Generator | None = N
     """
     if k < 1 or d < k + 1:
         raise ValueError(f"the exact saddle needs k >= 1 and d >= k + 1; got k = {k}, d = {d}")
-    frame = torch.eye(d, dtype=dtype, device=device)  # (d, d), orthonormal rows
-    if generator is not None:
-        gauss = torch.randn(d, d, generator=generator, dtype=dtype,
-                            device=generator.device).to(device)  # (d, d)
-        frame = torch.linalg.qr(gauss).Q.T
-    a = k * torch.eye(k, dtype=dtype, device=device)  # (k, k): particle j carries output j
-    teacher = ParticleMeasure(a, frame[:k])  # w: (k, d) = u_1..u_k
-    student = ParticleMeasure(a.clone(), torch.cat([frame[:k - 1], frame[k:k + 1]]))  # u_1..u_{k-1}, v
-    return student, teacher
+    return orthogonal_critical_point(k, d, generator=generator, dtype=dtype, device=device)
 
 
 def orthogonal_critical_point(k: int, d: int, unexplained: int = 1, *, norms: Sequence[float] | None = None,

@@ -1,16 +1,16 @@
 """Mean-field step: time per step as the particle count M grows, peak memory up to M = 1e5, a profile.
 
-Heavier than ``verify bench`` (:mod:`verify.bench_meanfield`): any M, activation and device.  Three parts,
+Heavier than ``verify bench`` (:mod:`verify.claims.landscape.bench`): any M, activation and device.  Three parts,
 each optional:
 
-1. scaling (``--sizes``): seconds per step of :func:`sims.meanfield.simulate` (two-timescale flow, one
+1. scaling (``--sizes``): seconds per step of :func:`sims.landscape.flow.simulate` (two-timescale flow, one
    config, float64), the run's wall time divided by its ``--steps + 1`` particle-field evaluations, best of
    ``--repeats`` after a warm-up run; the fitted exponent b of time ~ a M^b over all sizes and over
    M >= 1000;
 2. large M (``--large``, default 1e5): one evaluation at M particles with the peak memory it added —
-   ``kernel-mean`` (:func:`sims.meanfield.landscape`: the kernel means c_m, c_o over all M + M_o
+   ``kernel-mean`` (:func:`sims.landscape.flow.landscape`: the kernel means c_m, c_o over all M + M_o
    sources and the covariances, the no-gradient half of a step) or ``step``
-   (:func:`sims.meanfield.particle_field`: a whole step's field, with the gradient pass);
+   (:func:`sims.landscape.flow.particle_field`: a whole step's field, with the gradient pass);
    M^2 float64s would take 8 M^2 bytes (80 GB at 1e5), so finishing within a few GB shows the kernel is
    never materialised;
 3. profile (``--profile``): the torch.profiler table of one particle-field evaluation at ``--profile-M``.
@@ -25,7 +25,7 @@ allocator slack); elsewhere the increase of ``getrusage`` ru_maxrss.  Run from t
     OMP_NUM_THREADS=1 python benchmarks/meanfield_scaling.py --route autograd --large 0   # the autograd route
     python benchmarks/meanfield_scaling.py --device cuda --large 100000 --large-mode step
 
-``--route`` selects how closed-form kernel tiles are evaluated (:func:`sims.meanfield_kernels.kernel_route`):
+``--route`` selects how closed-form kernel tiles are evaluated (:func:`sims.landscape.kernels.kernel_route`):
 ``fused`` (analytic gradient contracted in the tile loop, the default) or ``autograd`` (autograd through
 every tile).
 """
@@ -36,10 +36,10 @@ import json
 
 import torch
 
-from sims.meanfield import MeanFieldConfig, landscape, make_student, make_teacher, particle_field, simulate
-from sims.meanfield_kernels import KERNEL_ROUTES, kernel_route
-from theory.gaussian import DEFAULT_TILE
-from verify.bench_meanfield import fit_exponent, peak_memory
+from sims.landscape.flow import MeanFieldConfig, landscape, make_student, make_teacher, particle_field, simulate
+from sims.landscape.kernels import KERNEL_ROUTES, kernel_route
+from theory.landscape.gaussian import DEFAULT_TILE
+from verify.timing import fit_exponent, peak_memory
 from verify.timing import best_time, sync
 
 

@@ -1,4 +1,4 @@
-"""Time and profile one GD step of the full softmax model (sims.softmax_full.FullStep).
+"""Time and profile one GD step of the full softmax model (sims.softmax.full.FullStep).
 
 Heavier than ``verify bench``: any shape, eager or compiled, a phase breakdown (drawing the prompts vs
 the gradient) and a torch.profiler table of the step.  Run from the repository root, single-threaded:
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from sims.softmax_full import GRADIENTS, FullStep
-from sims.softmax_icl import COMPILE_MODES, SoftmaxConfig, compiled, reuse_freed_memory
+from sims.softmax.full import GRADIENTS, FullStep
+from sims.softmax.dynamics import COMPILE_MODES, SoftmaxConfig, compiled, reuse_freed_memory
 from verify.timing import best_time, sync
 
 

@@ -13,9 +13,9 @@ import json
 
 import torch
 
-from sims.softmax_full import FullStep
-from sims.softmax_icl import SoftmaxConfig, compile_mode, compiled, reuse_freed_memory, simulate_reduced
-from verify.bench_meanfield import fit_exponent
+from sims.softmax.full import FullStep
+from sims.softmax.dynamics import SoftmaxConfig, compile_mode, compiled, reuse_freed_memory, simulate_reduced
+from verify.timing import fit_exponent
 from verify.timing import best_time
 
 

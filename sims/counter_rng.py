@@ -172,7 +172,7 @@ def uniforms32(keys: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
     Half the hashing of :func:`uniforms`; each probability is quantised to a multiple of 2^-32 (error
     < 2.4e-10).  Feature sampling compares :func:`bits32` with integer thresholds instead
-    (:class:`sims.softmax_counts.InverseCDF`): the same features without the float conversion.
+    (:class:`sims.softmax.counts.InverseCDF`): the same features without the float conversion.
     """
     return bits32(keys, rows, cols).to(torch.float64) * 2.0 ** -32  # (C, rows, cols)
 

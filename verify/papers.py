@@ -50,7 +50,9 @@ class Paper:
 
     ``id`` prefixes its claim ids (``<id>.<name>``); ``claim_modules`` are imported, in order, when the
     catalogue is loaded, and register the paper's claims; ``simulate``/``evaluate`` are optional
-    subcommands (``verify simulate <id>``, ``verify evaluate <id>``).
+    subcommands (``verify simulate <id>``, ``verify evaluate <id>``); ``bench`` optionally names a module
+    whose ``SECTIONS`` dict (name -> function of a torch device returning a dict of figures) adds the
+    paper's sections to ``verify bench``.
     """
 
     id: str
@@ -59,6 +61,7 @@ class Paper:
     claim_modules: tuple[str, ...] = ()
     simulate: Subcommand | None = None
     evaluate: Subcommand | None = None
+    bench: str | None = None  # module whose SECTIONS maps a name to a function of the device (verify bench)
     source: str = field(default="", compare=False)  # where it came from: entry point or claim file
 
     def __post_init__(self):

@@ -24,8 +24,8 @@ def _preload() -> None:
     import torch
 
     torch.set_num_threads(1)
-    for name in ("verify.cli", "verify.diff", "verify.evaluate", "verify.report", "verify.simulate",
-                 "verify.simulate_landscape"):
+    for name in ("verify.cli", "verify.diff", "verify.claims.landscape.evaluate", "verify.report", "verify.claims.softmax.simulate",
+                 "verify.claims.landscape.simulate"):
         importlib.import_module(name)
     from verify import documents
     from verify.registry import all_claims

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sims.softmax_icl import SoftmaxConfig, simulate_full, simulate_reduced
+from sims.softmax.dynamics import SoftmaxConfig, simulate_full, simulate_reduced
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

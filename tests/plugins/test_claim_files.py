@@ -70,7 +70,7 @@ def test_a_broken_installed_plugin_leaves_the_other_papers_running(fresh_registr
 
 def test_the_built_in_papers_register_through_the_entry_point_group():
     names = {e.name: e.value for e in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    assert names["softmax"] == "verify.claims:SOFTMAX" and names["landscape"] == "verify.claims:LANDSCAPE"
+    assert names["softmax"] == "verify.claims.softmax:PAPER" and names["landscape"] == "verify.claims.landscape:PAPER"
     assert {"softmax", "landscape"} <= {c.paper for c in registry.all_claims()}
 
 

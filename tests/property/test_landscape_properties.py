@@ -18,8 +18,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from theory import attention_landscape as AL
-from theory.gaussian import ACTIVATIONS, pair_kernel
+from theory.landscape import objective as AL
+from theory.landscape.gaussian import ACTIVATIONS, pair_kernel
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps

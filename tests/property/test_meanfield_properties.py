@@ -13,10 +13,10 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from sims.meanfield import MeanFieldConfig, particle_field, simulate, teacher_covariance
-from sims.meanfield_init import make_student, make_teacher
-from sims.meanfield_noise import birth_death_keys, birth_death_step
-from theory.attention_landscape import ParticleMeasure
+from sims.landscape.flow import MeanFieldConfig, particle_field, simulate, teacher_covariance
+from sims.landscape.init import make_student, make_teacher
+from sims.landscape.noise import birth_death_keys, birth_death_step
+from theory.landscape.objective import ParticleMeasure
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps

@@ -12,10 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sims.softmax_config import SoftmaxConfig
-from sims.softmax_counts import count_vector_number
-from sims.softmax_icl import simulate_full, simulate_reduced
-from theory.softmax_icl import time_to_attention
+from sims.softmax.config import SoftmaxConfig
+from sims.softmax.counts import count_vector_number
+from sims.softmax.dynamics import simulate_full, simulate_reduced
+from theory.softmax.closed_form import time_to_attention
 
 ROUNDOFF = 1e-12
 SMALL = dict(exact_limit=200, count_samples=64)  # keeps examples fast; exercises both finite-N paths

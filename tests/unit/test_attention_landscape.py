@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from theory import attention_landscape as AL
-from theory.gaussian import ACTIVATIONS, pair_kernel
+from theory.landscape import objective as AL
+from theory.landscape.gaussian import ACTIVATIONS, pair_kernel
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps

@@ -3,8 +3,8 @@ import pytest
 import sympy as sp
 import torch
 
-from theory import attention_landscape as AL
-from theory import attention_landscape_symbolic as S
+from theory.landscape import objective as AL
+from theory.landscape import symbolic as S
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps

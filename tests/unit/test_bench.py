@@ -10,11 +10,13 @@ import torch
 
 from verify import bench
 from verify.bench_limits import copy_bandwidth, matmul_rate, roofline
-from verify.bench_meanfield import (
-    fit_exponent, meanfield_memory, meanfield_routes, meanfield_scaling, mirrored_fraction, pair_cost,
-)
-from verify.bench_peers import meanfield_vs_monte_carlo, softmax_vs_plain_torch
+from verify.claims.landscape import bench as landscape_bench
+from verify.claims.landscape.bench import meanfield_memory, meanfield_routes, meanfield_scaling, mirrored_fraction, pair_cost
+from verify.claims.landscape.peers import meanfield_vs_monte_carlo
+from verify.claims.softmax import bench as softmax_bench
+from verify.claims.softmax.bench import full_model_flops, softmax_vs_plain_torch
 from verify.cli import build_parser
+from verify.timing import fit_exponent
 
 CPU = torch.device("cpu")
 
@@ -86,22 +88,22 @@ def test_quick_catalogue_reads_the_report(monkeypatch):
     assert out["wall_time_s"] == 12.5 and out["exit_code"] == 3 and isinstance(out["process_s"], float)
 
 
-def test_run_bench_writes_the_meanfield_sections(monkeypatch, tmp_path):
-    for name in ("softmax_sweep", "full_model_flops", "kernel_vs_monte_carlo"):
-        monkeypatch.setattr(bench, name, lambda device: {"x": 1.0})
-    monkeypatch.setattr(bench, "meanfield_scaling", lambda device: meanfield_scaling(device, (8, 16), steps=1))
-    monkeypatch.setattr(bench, "meanfield_routes", lambda device: {"speedup": 1.0})
-    monkeypatch.setattr(bench, "meanfield_vs_monte_carlo", lambda device: {"ratio": {"0.01": [1.0]}})
-    monkeypatch.setattr(bench, "softmax_vs_plain_torch", lambda device: {"speedup": 1.0})
+def test_run_bench_runs_every_papers_sections(monkeypatch, tmp_path):
+    """The framework names no paper: each installed paper's SECTIONS run, keyed by paper id."""
+    fake = {name: (lambda device: {"x": 1.0}) for name in softmax_bench.SECTIONS}
+    monkeypatch.setattr(softmax_bench, "SECTIONS", fake)
     memory = {"M": [16], "peak_mb": [1.0], "m_squared_mb": [0.002], "peak_over_m_squared": 500.0, "method": "m"}
-    monkeypatch.setattr(bench, "meanfield_memory", lambda device: memory)  # the subprocess is tested above
+    monkeypatch.setattr(landscape_bench, "SECTIONS", {  # the memory subprocess is tested above
+        "meanfield_scaling": lambda device: meanfield_scaling(device, (8, 16), steps=1),
+        "meanfield_memory": lambda device: memory})
     monkeypatch.setattr(bench, "quick_catalogue", lambda device: pytest.fail("catalogue must be skipped"))
     results = bench.run_bench(CPU, tmp_path / "bench.json", catalogue=False)
     written = json.loads((tmp_path / "bench.json").read_text())
-    assert "quick_catalogue" not in written
-    assert written["meanfield_scaling"]["M"] == [8, 16] and len(written["meanfield_memory"]["peak_mb"]) == 1
+    assert "quick_catalogue" not in written and written["softmax.full_model_flops"] == {"x": 1.0}
+    assert written["landscape.meanfield_scaling"]["M"] == [8, 16]
+    assert len(written["landscape.meanfield_memory"]["peak_mb"]) == 1
     table = bench.format_table(results)
-    assert "meanfield_scaling" in table and "meanfield_memory" in table and "M=[8, 16]" in table
+    assert "landscape.meanfield_scaling" in table and "M=[8, 16]" in table
 
 
 def test_bench_parser_no_catalogue_flag():
@@ -111,7 +113,7 @@ def test_bench_parser_no_catalogue_flag():
 
 
 def test_full_model_flops_reports_its_roofline():
-    out = bench.full_model_flops(CPU, C=1, batch=8, N=4, K=2, steps=2)
+    out = full_model_flops(CPU, C=1, batch=8, N=4, K=2, steps=2)
     assert out["bytes_per_unit"] == 192.0 and out["bound"] in ("compute", "memory")
     assert out["tokens_per_s"] == pytest.approx(8 * 4 / out["step_s"]) and out["fraction_of_limit"] > 0
 
@@ -130,7 +132,7 @@ def test_softmax_vs_plain_torch_fields():
 
 
 def _small_measure(M=6, d=3, k=2):
-    from sims.meanfield import MeanFieldConfig, make_student, make_teacher, teacher_covariance
+    from sims.landscape.flow import MeanFieldConfig, make_student, make_teacher, teacher_covariance
     cfg = MeanFieldConfig(d=d, k=k, M=M, activation="erf", steps=1, log_every=1, seed=0)
     a, w = make_student([cfg])
     ta, tw = make_teacher([cfg])
@@ -139,7 +141,7 @@ def _small_measure(M=6, d=3, k=2):
 
 def test_mc_velocity_two_passes_equal_one_graph():
     """The peer's chunked two-pass gradient == autograd through one graph over the same samples."""
-    from verify.bench_peers import _chunk_x, mc_velocity
+    from verify.claims.landscape.peers import _chunk_x, mc_velocity
     a, w, ta, tw, S_oo = (t[0] for t in _small_measure())
     M, chunk = a.shape[0], 64
     aa, ww = a.clone().requires_grad_(), w.clone().requires_grad_()
@@ -156,8 +158,8 @@ def test_mc_velocity_two_passes_equal_one_graph():
 
 def test_mc_velocity_converges_to_the_exact_field():
     """16 times the samples: the Monte Carlo error should shrink about 4x (fixed seeds: deterministic)."""
-    from sims.meanfield import particle_field
-    from verify.bench_peers import _field_error, mc_velocity
+    from sims.landscape.flow import particle_field
+    from verify.claims.landscape.peers import _field_error, mc_velocity
     a, w, ta, tw, S_oo = _small_measure()
     field = particle_field("erf", a, w, ta, tw, S_oo=S_oo)
     exact = (field.grad_a[0], field.grad_w[0])
@@ -167,8 +169,8 @@ def test_mc_velocity_converges_to_the_exact_field():
 
 def test_plain_softmax_step_is_the_models_gradient():
     """The peer's step == Q - eta * sims' autograd gradient on the same prompts (its own draws)."""
-    from sims.softmax_full import Prompts, autograd_gradient
-    from verify.bench_peers import plain_softmax_step
+    from sims.softmax.full import Prompts, autograd_gradient
+    from verify.claims.softmax.bench import plain_softmax_step
     C, d, K, B, N = 2, 3, 3, 5, 4
     g = torch.Generator().manual_seed(1)
     V = torch.linalg.qr(torch.randn(C, d, K, generator=g, dtype=torch.float64))[0]  # (C, d, K)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from theory.gaussian import activation_fn
+from theory.landscape.gaussian import activation_fn
 from verify.cli import main
 
 

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from sims.counter_rng import Groups, Stream, bits32, counter_offsets, keys_at, stream_keys, uniforms32, words
-from sims.softmax_config import SoftmaxConfig
-from sims.softmax_counts import (
+from sims.softmax.config import SoftmaxConfig
+from sims.softmax.counts import (
     CountEnsemble, FeatureDraws, InverseCDF, expected_quantities, feature_cdf, padded_probabilities,
     sample_features,
 )
-from sims.softmax_full import FullStep, counts_gradient, manual_gradient
-from sims.softmax_icl import COMPILE_ENV, compile_mode, compiled, simulate_full, simulate_reduced
+from sims.softmax.full import FullStep, counts_gradient, manual_gradient
+from sims.softmax.dynamics import COMPILE_ENV, compile_mode, compiled, simulate_full, simulate_reduced
 from theory.errors import InputError
-from theory.softmax_icl import attention, per_query_loss, score_gradient
+from theory.softmax.closed_form import attention, per_query_loss, score_gradient
 
 ROUNDOFF = 1e-12
 FIELDS = ("scores", "attn", "loss_per_query", "loss")
@@ -156,7 +156,7 @@ def test_compiled_integers_are_bit_exact():
 COMPILE_OPTIONS = dict(exact_limit=10, count_samples=8)  # tiny: compilation dominates these tests
 
 
-# theory.softmax_icl.score_gradient calls an lru_cache'd sympy lambdify, which dynamo traces (graph breaks)
+# theory.softmax.closed_form.score_gradient calls an lru_cache'd sympy lambdify, which dynamo traces (graph breaks)
 @pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
 def test_compiled_reduced_simulation_equals_eager():
     configs = [SoftmaxConfig.balanced(3, steps=6, log_every=3),  # N infinite: the limit "count vector"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from theory import gaussian as G
+from theory.landscape import gaussian as G
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps

@@ -1,7 +1,7 @@
 """Analytic kernel partials and the fused gradient route against autograd and finite differences.
 
-The closed-form partials (theory.gaussian.closed_form_partials) and the fused tile contraction of the
-mean-field kernel means and gradient (sims.meanfield_kernels, route "fused", with and without the shared
+The closed-form partials (theory.landscape.gaussian.closed_form_partials) and the fused tile contraction of the
+mean-field kernel means and gradient (sims.landscape.kernels, route "fused", with and without the shared
 symmetric block) must equal autograd through the kernel (route
 "autograd", the tile-by-tile path the fused one replaced) to rounding, including at and near aligned
 particles and for batched configs, and central finite differences on small cases.
@@ -25,9 +25,9 @@ import math
 import pytest
 import torch
 
-from sims.meanfield import MeanFieldConfig, make_student, make_teacher, particle_field
-from sims.meanfield_kernels import KERNEL_ROUTES, kernel_means, kernel_means_and_grad, kernel_route
-from theory import gaussian as G
+from sims.landscape.flow import MeanFieldConfig, make_student, make_teacher, particle_field
+from sims.landscape.kernels import KERNEL_ROUTES, kernel_means, kernel_means_and_grad, kernel_route
+from theory.landscape import gaussian as G
 
 DT = torch.float64
 U = torch.finfo(DT).eps / 2  # unit roundoff
@@ -258,7 +258,7 @@ def test_kernel_route_is_scoped_and_validated():
     with pytest.raises(RuntimeError):
         with kernel_route("autograd"):
             raise RuntimeError("boom")
-    from sims import meanfield_kernels
+    from sims.landscape import kernels as meanfield_kernels
     assert meanfield_kernels._route[0] == "fused"  # restored after an exception
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from theory import attention_landscape as AL
+from theory.landscape import objective as AL
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from theory.errors import InputError
-from verify.claims.landscape_dynamics import ALTERNATIVES, TRACKS_STATIC
-from verify.claims.landscape_theory import LOWER_BOUND
+from verify.claims.landscape.dynamics import ALTERNATIVES, TRACKS_STATIC
+from verify.claims.landscape.critical_points import LOWER_BOUND
 from verify.registry import RunContext, get
 
 CTX = RunContext(device=torch.device("cpu"))

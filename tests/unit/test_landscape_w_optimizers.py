@@ -1,11 +1,11 @@
-"""The W optimisers of joint training (sims/meanfield_optim.py; docs/attention_landscape.md §9)."""
+"""The W optimisers of joint training (sims/landscape/optim.py; docs/attention_landscape.md §9)."""
 import pytest
 import torch
 
-from sims.meanfield import MeanFieldConfig, simulate
-from sims.meanfield_config import W_OPTIMIZERS
-from sims.meanfield_optim import ADAM_EPS, WOptimizerState, w_step
-from theory import attention_landscape as AL
+from sims.landscape.flow import MeanFieldConfig, simulate
+from sims.landscape.config import W_OPTIMIZERS
+from sims.landscape.optim import ADAM_EPS, WOptimizerState, w_step
+from theory.landscape import objective as AL
 from theory.errors import InputError
 
 DT = torch.float64

@@ -38,9 +38,9 @@ def test_neighbouring_run_seeds_do_not_share_derived_seeds():
 
 @pytest.mark.parametrize("seed", [0, TOP])
 def test_both_papers_build_their_configs_from_any_accepted_seed(seed):
-    from verify.claims.landscape_common import config, measures
-    from verify.claims.landscape_dynamics import _mf_config
-    from verify.claims.softmax_common import balanced, sim_config
+    from verify.claims.landscape.common import config, measures
+    from verify.claims.landscape.dynamics import _mf_config
+    from verify.claims.softmax.common import balanced, sim_config
 
     ctx = RunContext(device=torch.device("cpu"), seed=seed)
     student, _ = measures(config("erf", 2, 3, 4, seed_offset=3), ctx)

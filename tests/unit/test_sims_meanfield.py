@@ -1,4 +1,4 @@
-"""Unit tests of sims.meanfield* (docs/attention_landscape.md §1-§9).
+"""Unit tests of sims.landscape.flow* (docs/attention_landscape.md §1-§9).
 
 Tolerances: float64 unit roundoff is 1.1e-16. Quantities that two routes compute from the same
 covariances agree to ~cond(S_mm) * eps; we use 1e-12 where cond <= ~1e2 (checked in the test).
@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from sims.meanfield import (
+from sims.landscape.flow import (
     PRESETS, MeanFieldConfig, MeanFieldTrajectory, finite_n_estimate, finite_n_loss, landscape,
     particle_field, perturb, plateau_length, preset, saddle_escape_rate, simulate, strict_saddle,
 )
-from sims.meanfield_config import check_batch
-from sims.meanfield_init import MeanFieldStream, gaussian, make_student, make_teacher
-from sims.meanfield_kernels import batched_pair_kernel, kernel_means, kernel_means_and_grad
-from sims.meanfield_landscape import jacobi_eigvals
-from sims.meanfield_noise import birth_death_keys, birth_death_step
-from theory import attention_landscape as AL
+from sims.landscape.config import check_batch
+from sims.landscape.init import MeanFieldStream, gaussian, make_student, make_teacher
+from sims.landscape.kernels import batched_pair_kernel, kernel_means, kernel_means_and_grad
+from sims.landscape.objective import jacobi_eigvals
+from sims.landscape.noise import birth_death_keys, birth_death_step
+from theory.landscape import objective as AL
 from theory.errors import InputError
-from theory.gaussian import ACTIVATIONS, pair_kernel
+from theory.landscape.gaussian import ACTIVATIONS, pair_kernel
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps
@@ -600,8 +600,8 @@ def test_jacobi_eigenvalues_match_lapack(n):
 
 
 def test_simulation_with_the_gpu_eigenvalue_route_matches(monkeypatch):
-    import sims.meanfield as MF
-    import sims.meanfield_landscape as ML
+    import sims.landscape.flow as MF
+    import sims.landscape.objective as ML
     cfg = _cfg(M=6, steps=20, log_every=5, seed=2)
     ref = simulate(cfg)
     monkeypatch.setattr(ML, "symmetric_eigvals", jacobi_eigvals)

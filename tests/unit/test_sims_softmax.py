@@ -16,19 +16,19 @@ import torch
 from scipy.stats import multinomial
 
 from sims.counter_rng import Stream, mix64, normals, stream_keys, uniforms, uniforms32
-from sims.softmax_config import SoftmaxConfig, check_batch
-from sims.softmax_counts import (
+from sims.softmax.config import SoftmaxConfig, check_batch
+from sims.softmax.counts import (
     CountEnsemble, count_vector_number, exact_count_vectors, expected_quantities, feature_cdf, sample_features,
 )
-from sims.softmax_full import (
+from sims.softmax.full import (
     PromptSampler, autograd_gradient, feature_matrix, manual_gradient, scores_from_Q,
 )
-from sims.softmax_icl import (
+from sims.softmax.dynamics import (
     SoftmaxTrajectory, first_attention_step, first_loss_step, simulate_full, simulate_reduced,
     underrepresented_events,
 )
 from theory.errors import InputError
-from theory.softmax_icl import attention, rise_threshold, time_to_attention
+from theory.softmax.closed_form import attention, rise_threshold, time_to_attention
 
 ROUNDOFF = 1e-12  # exact identities after many float64 steps (see module docstring)
 

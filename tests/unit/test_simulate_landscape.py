@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sims.meanfield import MeanFieldConfig, MeanFieldTrajectory, perturb, simulate, strict_saddle
-from theory.attention_landscape import ParticleMeasure
+from sims.landscape.flow import MeanFieldConfig, MeanFieldTrajectory, perturb, simulate, strict_saddle
+from theory.landscape.objective import ParticleMeasure
 from verify.cli import main
 
 TINY = ["simulate", "landscape", "--d", "4", "--k", "2", "--M", "8", "--steps", "20", "--device", "cpu"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from theory import softmax_icl as th
+from theory.softmax import closed_form as th
 from theory.errors import InputError
-from verify.claims.softmax_common import balanced, dominant
+from verify.claims.softmax.common import balanced, dominant
 from verify.cli import main
 from verify.registry import RunContext, get
 

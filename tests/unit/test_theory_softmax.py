@@ -1,4 +1,4 @@
-"""theory.softmax_icl: every formula against a slow, obviously-correct twin."""
+"""theory.softmax.closed_form: every formula against a slow, obviously-correct twin."""
 import itertools
 import math
 
@@ -9,7 +9,7 @@ import sympy as sp
 import torch
 from scipy import integrate
 
-from theory import softmax_icl as th
+from theory.softmax import closed_form as th
 
 EPS64 = np.finfo(np.float64).eps
 

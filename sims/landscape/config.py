@@ -19,7 +19,7 @@ from theory.errors import InputError
 from theory.landscape.gaussian import ACTIVATIONS
 
 __all__ = ["DYNAMICS", "TEACHERS", "W_INITS", "W_OPTIMIZERS", "MeanFieldConfig", "PRESETS", "preset", "check_batch",
-           "BATCH_SHARED"]
+           "BATCH_SHARED", "activation_problem", "choice_problem"]
 
 #: Dynamics of the student: W = W*(mu) at every step, or an explicit W trained alongside.
 DYNAMICS: tuple[str, ...] = ("two-timescale", "joint")
@@ -42,6 +42,17 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, float) and not math.isnan(value)
+
+
+def choice_problem(what: str, value: Any, choices: tuple[str, ...]) -> str | None:
+    """Why ``value`` is not one of ``choices`` (one line), or None: every named option of a mean-field run
+    (activation, teacher, dynamics, w_init, w_optimizer) is checked by this one function."""
+    return None if value in choices else f"unknown {what} {value!r}; choose from {', '.join(choices)}"
+
+
+def activation_problem(name: Any) -> str | None:
+    """Why ``name`` is not an activation of :data:`theory.landscape.gaussian.ACTIVATIONS`, or None."""
+    return choice_problem("activation", name, ACTIVATIONS)
 
 
 @dataclass(frozen=True)
@@ -160,16 +171,11 @@ class MeanFieldConfig:
             value = getattr(self, name)
             if not (_is_int(value) and value >= lowest):
                 return f"{name} must be an integer >= {lowest}, got {value!r}"
-        if self.activation not in ACTIVATIONS:
-            return f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}"
-        if self.teacher not in TEACHERS:
-            return f"unknown teacher {self.teacher!r}; choose from {', '.join(TEACHERS)}"
-        if self.dynamics not in DYNAMICS:
-            return f"unknown dynamics {self.dynamics!r}; choose from {', '.join(DYNAMICS)}"
-        if self.w_init not in W_INITS:
-            return f"unknown w_init {self.w_init!r}; choose from {', '.join(W_INITS)}"
-        if self.w_optimizer not in W_OPTIMIZERS:
-            return f"unknown w_optimizer {self.w_optimizer!r}; choose from {', '.join(W_OPTIMIZERS)}"
+        choices = (("activation", ACTIVATIONS), ("teacher", TEACHERS), ("dynamics", DYNAMICS), ("w_init", W_INITS),
+                   ("w_optimizer", W_OPTIMIZERS))
+        problem = next(filter(None, (choice_problem(name, getattr(self, name), allowed) for name, allowed in choices)), None)
+        if problem:
+            return problem
         if self.teacher == "orthonormal" and self.k > self.d:
             return f"an orthonormal teacher needs d >= k, got d = {self.d}, k = {self.k}"
         if self.teacher_M is not None and not (_is_int(self.teacher_M) and self.teacher_M >= 1):

@@ -10,10 +10,16 @@ from typing import Any, Mapping, Sequence
 from sims.seeds import SEED_LIMIT
 from theory.errors import InputError
 
-__all__ = ["SoftmaxConfig", "check_batch"]
+__all__ = ["SoftmaxConfig", "check_batch", "embedding_dim"]
 
 _P_TOLERANCE = 1e-9
 _MAX_SEED = SEED_LIMIT - 1
+
+
+def embedding_dim(K: Any, d: Any = None) -> Any:
+    """The embedding dimension of a config: ``d``, which defaults to ``K`` (the smallest dimension holding K
+    orthonormal features). The one place this default is written; values are checked by validation."""
+    return K if d is None else d
 
 
 def _is_int(value: Any) -> bool:
@@ -27,8 +33,8 @@ class SoftmaxConfig:
     Attributes
     ----------
     K : number of orthonormal features (``2 <= K <= d``).
-    d : embedding dimension.
     p : tuple of K feature probabilities (tokens and query are drawn i.i.d. from p).
+    d : embedding dimension; defaults to K (:func:`embedding_dim`).
     eta : GD step size.
     steps : number of GD steps.
     N : prompt length; ``None`` means infinity (population limit; reduced model only).
@@ -43,8 +49,8 @@ class SoftmaxConfig:
     """
 
     K: int
-    d: int
     p: tuple[float, ...]
+    d: int | None = None
     eta: float = 1.0
     steps: int = 1000
     N: int | None = None
@@ -63,22 +69,18 @@ class SoftmaxConfig:
                 object.__setattr__(self, name, int(value))
         if isinstance(self.eta, numbers.Real) and not isinstance(self.eta, bool):
             object.__setattr__(self, "eta", float(self.eta))
+        object.__setattr__(self, "d", embedding_dim(self.K, self.d))
         if self.N == "inf" or (isinstance(self.N, float) and self.N == math.inf):
             object.__setattr__(self, "N", None)
 
     @classmethod
     def balanced(cls, K: int, **kwargs) -> "SoftmaxConfig":
-        """Balanced features ``p_k = 1/K`` (docs/softmax_dynamics.md §1); ``d`` defaults to K."""
-        kwargs.setdefault("d", K)
+        """Balanced features ``p_k = 1/K`` (docs/softmax_dynamics.md §1)."""
         return cls(K=K, p=(1.0 / K,) * K, **kwargs)
 
     @classmethod
     def dominant(cls, K: int, c: float, **kwargs) -> "SoftmaxConfig":
-        """One dominant feature: ``p_1 = c``, the rest ``(1-c)/(K-1)``; ``d`` defaults to K.
-
-        docs/softmax_dynamics.md §1.
-        """
-        kwargs.setdefault("d", K)
+        """One dominant feature: ``p_1 = c``, the rest ``(1-c)/(K-1)`` (docs/softmax_dynamics.md §1)."""
         return cls(K=K, p=(float(c),) + ((1.0 - c) / (K - 1),) * (K - 1), **kwargs)
 
     @property
@@ -129,7 +131,7 @@ class SoftmaxConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise InputError(f"unknown softmax config keys {unknown}; allowed: {sorted(names)}")
-        missing = sorted(n for n in ("K", "d", "p") if n not in data)
+        missing = sorted(n for n in ("K", "p") if n not in data)
         if missing:
             raise InputError(f"softmax config is missing required keys {missing}")
         return cls(**data)

@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from sims.landscape.config import activation_problem
 from sims.landscape.flow import MeanFieldConfig, simulate
 from sims.seeds import derive
 from theory.landscape import objective as al
@@ -27,7 +28,7 @@ MAX_HESSIAN_FLOATS = 25_000_000
 ODD_ACTIVATIONS = ("erf", "tanh")
 
 BASE_ASSUMPTIONS = (
-    Assumption("activation in erf, probit, relu, sigmoid, tanh", lambda c: c["activation"] in ACTIVATIONS),
+    Assumption(f"activation in {', '.join(ACTIVATIONS)}", lambda c: activation_problem(c["activation"]) is None),
     Assumption("k >= 1, M >= 1", lambda c: int(c["k"]) >= 1 and int(c["M"]) >= 1),
     Assumption("d >= k (orthonormal teacher directions)", lambda c: int(c["d"]) >= int(c["k"])),
     Assumption("saddle needs an odd activation (erf) and d >= k + 1",

@@ -18,7 +18,7 @@ import torch
 from theory.landscape import objective as al
 from theory.errors import InputError
 from sims.devices import resolve_device
-from theory.landscape.gaussian import ACTIVATIONS
+from sims.landscape.config import activation_problem
 from verify import atomic, limits
 
 __all__ = ["PARTICLE_COPIES", "load_particles", "evaluation_floats", "default_teacher", "evaluate_landscape",
@@ -108,8 +108,9 @@ def default_teacher(k: int, d: int) -> al.ParticleMeasure:
 def evaluate_landscape(student: al.ParticleMeasure, teacher: al.ParticleMeasure, activation: str) -> dict:
     """Every landscape quantity of docs/attention_landscape.md §2-§5 at ``student``; singular S_mm is an
     InputError."""
-    if activation not in ACTIVATIONS:
-        raise InputError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    problem = activation_problem(activation)
+    if problem:
+        raise InputError(problem)
     (M, k), d = student.a.shape, student.w.shape[1]
     if teacher.w.shape[1] != d:
         raise InputError(f"student particles live in d = {d} but the teacher's in d = {teacher.w.shape[1]}")

@@ -56,7 +56,7 @@ def full_model_flops(device: torch.device, C: int = 16, batch: int = 1024, N: in
     scalings of dz (16 + 24 + 16) and the scatter-add (16); the draw's integer hashing is not counted,
     as in the FLOPs.  Limits: the matmul above and the large-copy bandwidth.
     """
-    cfgs = [SoftmaxConfig.balanced(K, d=K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
+    cfgs = [SoftmaxConfig.balanced(K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
     run_s = best_time(lambda: simulate_full(cfgs, device=device), device, repeats=2) / steps
     mode = compile_mode(None, device)
     step_s = {}
@@ -105,7 +105,7 @@ def softmax_vs_plain_torch(device: torch.device, C: int = 16, batch: int = 1024,
     """Seconds per GD step of :class:`sims.softmax.full.FullStep` (token level, eager) against
     :func:`plain_softmax_step` on the same shapes (the ``full_model_flops`` bench shape), best of 3
     runs of ``steps`` steps each."""
-    cfgs = [SoftmaxConfig.balanced(K, d=K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
+    cfgs = [SoftmaxConfig.balanced(K, N=N, batch=batch, steps=steps, log_every=steps, seed=i) for i in range(C)]
     full = FullStep.build(cfgs, device, torch.float64)
     p = torch.full((C, K), 1.0 / K, device=device, dtype=torch.float64)  # (C, K): the balanced configs' p
     gen = torch.Generator(device=device).manual_seed(0)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from sims.seeds import derive
+from sims.softmax.config import embedding_dim
 from sims.softmax.counts import count_vector_number
 from sims.softmax.dynamics import SoftmaxConfig, expectation_method, simulate_full, simulate_reduced
 from theory.softmax import closed_form as th
@@ -42,7 +43,7 @@ def floats_needed(cfg: Mapping) -> int:
     K, steps, N = int(cfg["K"]), int(cfg["steps"]), cfg.get("N")
     support = sum(float(v) > 0 for v in cfg["p"]) if "p" in cfg else K  # dominant c < 1: every feature
     return softmax_floats(K, None if N is None else int(N), steps, int(cfg.get("log_every") or log_every_for(steps)),
-                          support=support, full=cfg.get("model", "reduced") == "full", d=int(cfg.get("d") or K),
+                          support=support, full=cfg.get("model", "reduced") == "full", d=int(embedding_dim(K, cfg.get("d"))),
                           batch=int(cfg.get("batch", 512)))
 
 
@@ -55,7 +56,7 @@ def fits_memory(floats: Callable[[Mapping], int]) -> Assumption:
 
 BASE_ASSUMPTIONS = (
     Assumption("K >= 2", lambda c: int(c["K"]) >= 2),
-    Assumption("K <= d (orthonormal features)", lambda c: int(c["K"]) <= int(c.get("d") or c["K"])),
+    Assumption("K <= d (orthonormal features)", lambda c: int(c["K"]) <= int(embedding_dim(c["K"], c.get("d")))),
     Assumption("eta > 0", lambda c: float(c["eta"]) > 0 and math.isfinite(float(c["eta"]))),
     Assumption("N >= 1 or N = infinity", lambda c: c.get("N") is None or int(c["N"]) >= 1),
     Assumption("steps >= 1", lambda c: int(c["steps"]) >= 1),
@@ -98,7 +99,7 @@ def log_every_for(steps: int) -> int:
 def sim_config(cfg: Mapping, ctx: RunContext, steps: int | None = None) -> SoftmaxConfig:
     """The simulator config for a claim config dict; the run seed plus the config's ``seed_offset``."""
     steps = int(steps if steps is not None else cfg["steps"])
-    return SoftmaxConfig(K=int(cfg["K"]), d=int(cfg.get("d") or cfg["K"]), p=probabilities(cfg),
+    return SoftmaxConfig(K=int(cfg["K"]), d=int(embedding_dim(cfg["K"], cfg.get("d"))), p=probabilities(cfg),
                          eta=float(cfg["eta"]), steps=steps, N=cfg.get("N"),
                          seed=derive(ctx.seed, int(cfg.get("seed_offset", 0))), batch=int(cfg.get("batch", 512)),
                          log_every=int(cfg.get("log_every") or log_every_for(steps)))
@@ -113,7 +114,7 @@ def _runs_alone(cfg: Mapping) -> bool:
     change a number)."""
     if cfg.get("model", "reduced") != "full":
         return False
-    sim = SoftmaxConfig(K=int(cfg["K"]), d=int(cfg.get("d") or cfg["K"]), p=probabilities(cfg), N=cfg.get("N"))
+    sim = SoftmaxConfig(K=int(cfg["K"]), d=int(embedding_dim(cfg["K"], cfg.get("d"))), p=probabilities(cfg), N=cfg.get("N"))
     return expectation_method(sim) == "exact" and count_vector_number(int(cfg["N"]), int(cfg["K"])) > ALONE_ABOVE
 
 
@@ -126,7 +127,7 @@ def run_sims(configs: Sequence[Mapping], ctx: RunContext) -> list["One"]:
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         key = (cfg.get("model", "reduced"), cfg.get("N"), int(cfg["steps"]), cfg.get("log_every"),
-               cfg.get("batch", 512), int(cfg.get("d") or cfg["K"]) if cfg.get("model") == "full" else 0,
+               cfg.get("batch", 512), int(embedding_dim(cfg["K"], cfg.get("d"))) if cfg.get("model") == "full" else 0,
                i if _runs_alone(cfg) else None)
         groups.setdefault(key, []).append(i)
     out: list[Any] = [None] * len(configs)

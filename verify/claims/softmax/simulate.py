@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sims.softmax.config import embedding_dim
 from sims.softmax.counts import DEFAULT_COUNT_SAMPLES, EXACT_ENUMERATION_LIMIT
 from sims.softmax.dynamics import SoftmaxConfig, simulate_full, simulate_reduced
 from theory.errors import InputError
@@ -51,7 +52,7 @@ def softmax_floats(K: int, N: int | None, steps: int, log_every: int, *, support
     vectors, sampled = count_vectors(K if support is None else support, N)
     words = (logged_floats(K, steps, log_every) + STATE_COPIES * K * K + VECTOR_COPIES * vectors * K * K
              + (DRAW_COPIES * DEFAULT_COUNT_SAMPLES * N if sampled else 0) + STEP_WORDS * (steps + 1))
-    return words + (full_model_floats(K, d or K, batch, N) if full else 0)
+    return words + (full_model_floats(K, embedding_dim(K, d), batch, N) if full else 0)
 
 
 def full_model_floats(K: int, d: int, batch: int, N: int) -> int:
@@ -66,7 +67,7 @@ def _check_size(args) -> None:
     # Values below 1 are named by the config's validation; clamped to 1 here, the estimate still bounds what
     # is built before it (p has K entries).
     K, steps, log_every, batch = (max(1, v) for v in (args.K, args.steps, args.log_every, args.batch))
-    d = max(1, args.d) if args.d is not None else K
+    d = max(1, embedding_dim(K, args.d))
     N = max(1, args.N) if args.N is not None else None
     support = sum(v > 0 for v in args.p) if args.p is not None else K  # --dominant C < 1: every feature
     full = args.full and N is not None  # --full without N: the config refuses it
@@ -80,7 +81,7 @@ def _check_size(args) -> None:
 def _config_from_args(args) -> SoftmaxConfig:
     _check_size(args)
     K = args.K
-    common = dict(d=args.d if args.d is not None else K, eta=args.eta, steps=args.steps, N=args.N,
+    common = dict(d=args.d, eta=args.eta, steps=args.steps, N=args.N,
                   seed=args.seed, batch=args.batch, log_every=args.log_every)
     if K < 2:  # balanced and dominant p divide by K and K - 1: let the config name the bad K first
         SoftmaxConfig(K=K, p=(), **common).validate()

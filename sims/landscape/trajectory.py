@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from sims.landscape.config import MeanFieldConfig
-from sims.softmax.trajectory import logged_steps
+from sims.logging_steps import logged_steps
 from theory.landscape.objective import ParticleMeasure
 
 __all__ = ["MeanFieldTrajectory", "MeanFieldRecorder", "plateau_length"]

@@ -11,16 +11,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sims.logging_steps import logged_steps
 from sims.softmax.config import SoftmaxConfig
 
-__all__ = ["SoftmaxTrajectory", "TrajectoryRecorder", "logged_steps"]
+__all__ = ["SoftmaxTrajectory", "TrajectoryRecorder"]
 
 _ARRAYS = ("t", "scores", "attn", "loss_per_query", "loss")
-
-
-def logged_steps(steps: int, log_every: int) -> list[int]:
-    """Steps that are logged: ``0, log_every, 2 log_every, ...`` and always the last step ``steps``."""
-    return sorted(set(range(0, steps + 1, log_every)) | {steps})
 
 
 @dataclass

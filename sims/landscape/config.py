@@ -105,8 +105,9 @@ class MeanFieldConfig:
         Label noise variance s^2: adds s^2/2 to L and L_TF (docs/attention_landscape.md §8, stated); the dynamics
         are unchanged at n = infinity.
     quad_order : int or None
-        Gauss-Hermite order of the pair kernel for sigmoid/tanh (None: theory default, which targets
-        1e-10 at |w| <= 3 and is slow; lower orders are accurate for |w| ~ 1).
+        None (default): sigmoid/tanh kernels by their certified Hermite series
+        (:mod:`theory.landscape.hermite`, within 1e-15 up to |w| ~ 3 for tanh, ~ 6 for sigmoid); an
+        integer forces 2-D Gauss-Hermite quadrature of that order instead (the slow reference route).
     """
 
     d: int
@@ -226,14 +227,14 @@ class MeanFieldConfig:
 #: Hessian E -> S_mo S_om E S_mm has a condition number ~1e5 at a random initialisation, so plain
 #: gradient descent cannot keep W near W*, and the fixed-W particle gradient (of size ~W ~ S_mm^{-1})
 #: blows up (measured with probit; ``failed_at`` = 4). With W_0 = 0 the probit twin trains stably
-#: (L_TF 0.83 -> 0.054 by t = 30). quad_order 48 is exact to 1e-15 at |w| = 1, 2e-8 at |w| = 2,
-#: 6e-6 at |w| = 3; sigmoid has no closed-form kernel, so a step costs ~9 s single-threaded.
+#: (L_TF 0.83 -> 0.054 by t = 30). Sigmoid has no closed-form kernel: its Hermite series
+#: (:mod:`theory.landscape.hermite`) costs ~0.08 s per step single-threaded.
 #: ``"paper-probit"``: the same with the probit activation, the sigmoid-shaped activation with a
 #: closed-form kernel (docs/attention_landscape.md §1), ~0.03 s per step.
 PRESETS: dict[str, MeanFieldConfig] = {
     "paper": MeanFieldConfig(d=20, k=5, M=500, activation="sigmoid", teacher="orthonormal",
                              dynamics="joint", a_scale=22.0, w_init="zero", w_speed=1.0, lr=0.1,
-                             steps=1000, log_every=10, quad_order=48),
+                             steps=1000, log_every=10),
     "paper-probit": MeanFieldConfig(d=20, k=5, M=500, activation="probit", teacher="orthonormal",
                                     dynamics="joint", a_scale=22.0, w_init="zero", w_speed=1.0,
                                     lr=0.1, steps=1000, log_every=10),

@@ -5,17 +5,23 @@ It depends on (w, w') only through the Gram entries S11 = |w|^2, S22 = |w'|^2, S
 (docs/attention_landscape.md §1; Kim & Suzuki, arXiv 2402.01258, use x ~ N(0, I_d) in their
 experiments, the closed forms are classical facts).
 
-Routes (all float64 torch, device taken from the inputs):
+Routes (all float64 torch, device taken from the inputs), chosen by :func:`gram_kernel`:
 
 - closed forms for ``erf``, ``probit`` and ``relu`` (:func:`pair_kernel`), written with ``arctan2``
   and a guarded square root so that autograd gradients stay finite when two particles align;
+- the certified Hermite (Mehler) series for ``sigmoid`` and ``tanh`` (:mod:`theory.landscape.hermite`),
+  their route whenever no quadrature order is given: per-particle coefficients, a polynomial in the
+  cosine per pair, truncation error <= 1e-15 per entry (certified), Price's theorem as its autograd
+  backward;
 - tensor-product Gauss-Hermite quadrature over the 2-D Gaussian of (u, u') = (w.x, w'.x) for every
-  activation (:func:`quad_pair_kernel`); it is the production route for ``sigmoid`` and ``tanh``;
+  activation (:func:`quad_pair_kernel`): the slow reference (order 1400 converged) and the route of an
+  explicit ``order``;
 - Monte Carlo (:func:`mc_pair_kernel`), the slow, obviously-correct twin for tests and benchmarks.
 
 Particle velocities need E[sigma'(w.x) sigma(w'.x) x] = grad_w K = 2 dK/dS11 w + dK/dS12 w' (Gaussian
 x). For the closed forms the partials dK/dS11, dK/dS22, dK/dS12 are written out
-(:func:`closed_form_partials`), so a tiled pass can contract them directly; the quadrature route is
+(:func:`closed_form_partials`), so a tiled pass can contract them directly; for the Hermite series they
+are series of the same kind (:func:`theory.landscape.hermite.hermite_partials`); the quadrature route is
 differentiated by autograd. The ReLU closed form also uses its partials as its autograd backward (a
 custom autograd function) because autograd through the arc-cosine formula gives 0 * inf at aligned
 particles.
@@ -32,6 +38,8 @@ from scipy.special import roots_hermitenorm
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from theory.landscape.hermite import HERMITE, pair_expectation
+
 __all__ = [
     "ACTIVATIONS",
     "CLOSED_FORM",
@@ -45,6 +53,8 @@ __all__ = [
     "closed_form_partials",
     "contract",
     "gauss_hermite",
+    "gram",
+    "gram_kernel",
     "kernel_matvec",
     "mc_pair_kernel",
     "pair_kernel",
@@ -92,16 +102,18 @@ _ACTIVATIONS: dict[str, tuple[ActivationFn, ActivationFn]] = {
 
 #: Activation names understood everywhere in ``theory`` (and on the ``verify`` command line).
 ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
-#: Activations whose pair kernel has a closed form (the others use Gauss-Hermite quadrature).
+#: Activations whose pair kernel has a closed form (sigmoid and tanh use the Hermite series).
 CLOSED_FORM: tuple[str, ...] = ("erf", "probit", "relu")
 
-#: Default Gauss-Hermite order per activation, measured (tests/unit/test_gaussian.py checks it) so
-#: that the 2-D rule is within 1e-10 of a converged reference (order 1400) for every angle at
+#: Default order of :func:`quad_pair_kernel` per activation, measured (tests/unit/test_gaussian.py checks
+#: it) so that the 2-D rule is within 1e-10 of a converged reference (order 1400) for every angle at
 #: |w|, |w'| <= 3; worst errors at |w| = |w'| = 3: erf 4e-11, probit 6e-12, sigmoid 6e-12,
 #: tanh 1e-10 (tanh(3u) is the steepest; at |w| <= 2 order 320 already gives 4e-11). Cost per pair:
-#: about order^2 / 4 activation evaluations after pruning. ReLU has a kink, so Gauss-Hermite
-#: converges only algebraically for it (error ~ 1e-3 at order 256); its closed form is always used
-#: and its order here only serves comparisons.
+#: about order^2 / 4 activation evaluations after pruning. No production route uses these defaults any
+#: more (closed forms and the Hermite series are exact to ~1e-15); :func:`quad_pair_kernel` is the
+#: reference, and an explicit ``order`` elsewhere selects quadrature at that order. ReLU has a kink, so
+#: Gauss-Hermite converges only algebraically for it (error ~ 1e-3 at order 256); its order here only
+#: serves comparisons.
 DEFAULT_ORDER: dict[str, int] = {"erf": 360, "probit": 192, "relu": 256, "sigmoid": 192, "tanh": 640}
 
 #: Default side of a kernel tile: at most DEFAULT_TILE x DEFAULT_TILE pairs are evaluated at once.
@@ -173,6 +185,14 @@ class KernelPartials(NamedTuple):
     def full(self) -> tuple[Tensor, Tensor, Tensor]:
         """(dK/dS11, dK/dS22, dK/dS12), each of the pair shape."""
         return self.row * self.pair, self.col * self.pair, self.cross
+
+    def row_sum(self, beta: Tensor) -> Tensor:
+        """sum_j beta_ij dK/dS11_ij = row_i sum_j beta_ij pair_ij: (..., t1)."""
+        return self.row[..., 0] * torch.einsum("...ij,...ij->...i", beta, self.pair)
+
+    def col_sum(self, beta: Tensor) -> Tensor:
+        """sum_i beta_ij dK/dS22_ij = col_j sum_i beta_ij pair_ij: (..., t2); overwrites ``pair`` (its last use)."""
+        return self.col[..., 0, :] * self.pair.mul_(beta).sum(-2)
 
 
 class _Arcsine(NamedTuple):
@@ -336,11 +356,12 @@ def closed_form_partials(name: str, S11: Tensor, S22: Tensor, S12: Tensor) -> Ke
     return _arcsine_partials(name, S11, S22, S12)
 
 
-def _gram(W1: Tensor, W2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Gram entries (S11 (M1, 1), S22 (1, M2), S12 (M1, M2)) of two particle sets."""
-    S11 = (W1 * W1).sum(-1, keepdim=True)  # (M1, 1)
-    S22 = (W2 * W2).sum(-1).unsqueeze(0)  # (1, M2)
-    return S11, S22, W1 @ W2.T  # S12: (M1, M2)
+def gram(W1: Tensor, W2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gram entries (S11 (..., M1, 1), S22 (..., 1, M2), S12 (..., M1, M2)) of two particle sets
+    (..., M1, d) and (..., M2, d), leading batch dimensions alike. Provenance: definition."""
+    S11 = (W1 * W1).sum(-1, keepdim=True)  # (..., M1, 1)
+    S22 = (W2 * W2).sum(-1).unsqueeze(-2)  # (..., 1, M2)
+    return S11, S22, W1 @ W2.mT  # S12: (..., M1, M2)
 
 
 # --------------------------------------------------------------------------- quadrature
@@ -423,7 +444,9 @@ def quad_pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None
     exponentially in sqrt(order) for smooth activations; the steeper sigma(w.x) (large |w|), the
     higher the order needed: :data:`DEFAULT_ORDER` reaches ~1e-10 at |w|, |w'| <= 3. For relu
     (a kink) convergence is only algebraic. Gradients at aligned particles are finite; near alignment
-    their rounding error is ~ eps / sqrt(G / |w|^2).
+    their rounding error is ~ eps / sqrt(G / |w|^2). At exact alignment (G = 0) the autograd partials in
+    the Gram entries drop the 0 * inf term of the Cholesky factor's sqrt(G) and are wrong (dK/dS12 by 4%
+    for sigmoid at |w| = |w'| = 0.3); gradients in the particles are right there, since dG/dw = 0.
 
     docs/attention_landscape.md §1 (Kim & Suzuki, arXiv 2402.01258, sigmoid experiments).
     Provenance: derived (exact up to the stated quadrature error).
@@ -442,7 +465,7 @@ def quad_pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None
     Tensor
         Shape (M1, M2).
     """
-    return _quad_gram(activation_fn(name), *_gram(W1, W2), _order(name, order))
+    return _quad_gram(activation_fn(name), *gram(W1, W2), _order(name, order))
 
 
 def pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None) -> Tensor:
@@ -455,14 +478,17 @@ def pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None) -> 
     - probit: 1/4 + (1/2pi) arcsin(S12 / sqrt((1 + S11)(1 + S22)))
       = 1/4 + (1/2pi) atan2(S12, sqrt(h)), h = (1 + S11)(1 + S22) - S12^2 = 1 + S11 + S22 + G;
     - relu: (sqrt(G) + (pi - theta) S12) / (2 pi), theta = atan2(sqrt(G), S12) (arc-cosine kernel);
-    - sigmoid, tanh: no closed form; :func:`quad_pair_kernel` with ``order``.
+    - sigmoid, tanh: no closed form; the certified Hermite series (:mod:`theory.landscape.hermite`:
+      truncation error <= 1e-15 per entry; at norms beyond that reach a certified bound <= 1e-9 with a
+      RuntimeWarning, an InputError past it), or :func:`quad_pair_kernel` when ``order`` is given.
 
     The atan2 forms need no division and keep h >= 1/4 (erf) or >= 1 (probit) away from 0, so
     gradients stay finite when two particles align; their partial derivatives are
-    :func:`closed_form_partials`.
+    :func:`closed_form_partials`. Routes: :func:`gram_kernel`.
 
     docs/attention_landscape.md §1 (facts; Kim & Suzuki, arXiv 2402.01258, section 2 setting).
-    Provenance: stated as classical facts (Williams 1998 for erf, Cho & Saul 2009 for relu).
+    Provenance: stated as classical facts (Williams 1998 for erf, Cho & Saul 2009 for relu); the
+    Hermite series is derived (docs/kernel_gradients.md).
 
     Parameters
     ----------
@@ -471,17 +497,27 @@ def pair_kernel(name: str, W1: Tensor, W2: Tensor, order: int | None = None) -> 
     W1, W2 : Tensor
         Shapes (M1, d) and (M2, d).
     order : int, optional
-        Quadrature order for activations without a closed form.
+        For activations without a closed form: a quadrature order (None: the Hermite series).
 
     Returns
     -------
     Tensor
         Shape (M1, M2); differentiable, with finite gradients at aligned particles.
     """
+    return gram_kernel(name, *gram(W1, W2), order=order)
+
+
+def gram_kernel(name: str, S11: Tensor, S22: Tensor, S12: Tensor, order: int | None = None) -> Tensor:
+    """The pair kernel of :func:`pair_kernel` from Gram entries S11 (..., t1, 1), S22 (..., 1, t2),
+    S12 (..., t1, t2) (batch dimensions, e.g. configs, broadcast): closed forms for erf, probit and relu;
+    for sigmoid and tanh the Hermite series, or quadrature when ``order`` is given.
+    Provenance: as :func:`pair_kernel`."""
     _check_name(name)
     if name in CLOSED_FORM:
-        return closed_form_kernel(name, *_gram(W1, W2))
-    return quad_pair_kernel(name, W1, W2, order)
+        return closed_form_kernel(name, S11, S22, S12)
+    if order is None and name in HERMITE:
+        return pair_expectation(name, 0, 0, S11, S22, S12)
+    return _quad_gram(activation_fn(name), S11, S22, S12, _order(name, order))
 
 
 # --------------------------------------------------------------------------- Monte Carlo
@@ -524,7 +560,7 @@ def mc_pair_kernel(name: str, W1: Tensor, W2: Tensor, n_samples: int,
 def _tile_side(name: str, tile: int, order: int | None) -> int:
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
-    if name in CLOSED_FORM:
+    if name in CLOSED_FORM or (order is None and name in HERMITE):
         return tile
     nodes = len(_half_grid_np(_order(name, order))[2])
     return max(1, min(tile, math.isqrt(_QUAD_BUDGET // nodes)))

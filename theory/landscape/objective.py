@@ -10,7 +10,8 @@ Derivations: docs/attention_landscape.md §1-§8 (the project's own write-up). C
   tiled Gaussian kernel contraction of :mod:`theory.landscape.gaussian`.
 - Every function that needs S_mm^{-1} first checks cond(S_mm) <= :data:`COND_MAX` and raises
   :class:`SingularCovarianceError` otherwise.
-- Velocities and the particle Hessian use autograd through the (closed-form or quadrature) kernels.
+- Velocities and the particle Hessian use autograd through the kernels (closed forms, or the Hermite series
+  for sigmoid/tanh).
 
 Provenance tags (stated / derived / recalled) are those of docs/attention_landscape.md; every docstring
 carries its own.

@@ -18,27 +18,35 @@ import math
 import subprocess
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from sims.landscape.flow import MeanFieldConfig, simulate
-from sims.landscape.kernels import KERNEL_ROUTES, kernel_route
-from theory.landscape.gaussian import DEFAULT_TILE
+from sims.landscape.kernels import KERNEL_ROUTES, kernel_means, kernel_means_and_grad, kernel_route
+from theory.landscape.gaussian import DEFAULT_ORDER, DEFAULT_TILE
+from theory.landscape.hermite import HERMITE, HermiteTables
 from verify.bench_limits import copy_bandwidth, matmul_rate, roofline
 from theory.landscape import gaussian
 from verify.claims.landscape.peers import meanfield_vs_monte_carlo
 from verify.timing import best_time, fit_exponent, peak_memory, sync
 
-__all__ = ["DEFAULT_MS", "SECTIONS", "kernel_vs_monte_carlo", "meanfield_scaling", "meanfield_routes", "meanfield_memory",
-           "pair_cost", "mirrored_fraction", "pair_roofline", "step_peak_memory"]
+__all__ = ["DEFAULT_MS", "QUAD_MS", "SECTIONS", "kernel_vs_monte_carlo", "meanfield_scaling", "meanfield_routes",
+           "meanfield_memory", "pair_cost", "mirrored_fraction", "pair_roofline", "series_kernel_rates",
+           "step_peak_memory"]
 
 #: Particle counts of the ``verify bench`` sweep (a few tens of seconds in total on one CPU thread).
 DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
 
 
-def _config(M: int, steps: int, activation: str, d: int, k: int) -> MeanFieldConfig:
-    return MeanFieldConfig(d=d, k=k, M=M, activation=activation, steps=steps, log_every=steps, seed=0)
+#: Particle counts of the quadrature side of :func:`series_kernel_rates`: about a second per kernel pass on one
+#: CPU thread at the default quadrature orders (sigmoid 192, tanh 640 nodes per axis).
+QUAD_MS = {"sigmoid": 32, "tanh": 12}
+
+
+def _config(M: int, steps: int, activation: str, d: int, k: int, quad_order: int | None = None) -> MeanFieldConfig:
+    return MeanFieldConfig(d=d, k=k, M=M, activation=activation, steps=steps, log_every=steps, seed=0,
+                           quad_order=quad_order)
 
 
 def pair_cost(d: int, k: int, m: int, mirrored: float = 0.0) -> tuple[float, float]:
@@ -164,6 +172,63 @@ def meanfield_routes(device: torch.device, M: int = 2000, *, d: int = 20, k: int
             **pair_roofline(device, pairs / fused, M, d, k, 2 * k)}
 
 
+def _pass_rate(device: torch.device, name: str, M: int, d: int, k: int, order: int | None, repeats: int) -> float:
+    """Pairs per second of one kernel pass of a mean-field step: the kernel means and their gradient
+    (:func:`sims.landscape.kernels.kernel_means`, :func:`~sims.landscape.kernels.kernel_means_and_grad`) of M
+    particles w ~ N(0, I_d / d) against themselves and an orthonormal teacher of k (``shared``), M (M + k)
+    pairs; best of ``repeats`` after a warm-up."""
+    gen = torch.Generator().manual_seed(0)
+    w = (torch.randn(1, M, d, generator=gen, dtype=torch.float64) / math.sqrt(d)).to(device)  # (1, M, d)
+    src = torch.cat([w, torch.eye(d, dtype=torch.float64, device=device)[:k].unsqueeze(0)], 1)  # (1, M + k, d)
+    a = torch.randn(1, M, k, generator=gen, dtype=torch.float64).to(device)  # (1, M, k)
+    coef = torch.randn(1, M + k, k, generator=gen, dtype=torch.float64).to(device)  # (1, M + k, k)
+
+    def one_pass():
+        kernel_means(name, w, src, coef, order=order, shared=True)
+        kernel_means_and_grad(name, w, a, src, coef, order=order, shared=True)
+
+    return M * (M + k) / best_time(one_pass, device, repeats=repeats)
+
+
+def series_kernel_rates(device: torch.device, M: int = 2000, *, d: int = 20, k: int = 5, repeats: int = 3,
+                        step_M: int = 30, quad_Ms: Mapping[str, int] = QUAD_MS) -> dict:
+    """Kernel-plus-gradient pair rates of the Hermite series (sigmoid, tanh) against Gauss-Hermite quadrature
+    and the erf closed form, side by side in this run, and a mean-field step on sigmoid by both routes.
+
+    Rates (:func:`_pass_rate`, pairs/s): the series and erf at M, the series and quadrature (the default
+    order, through autograd of each tile, the route of an explicit ``quad_order``) at ``quad_Ms``
+    (:data:`QUAD_MS`) particles, where a quadrature pass takes about a second; best of ``repeats`` (1 for
+    quadrature).  ``speedup`` is the series rate at M over the quadrature rate; ``terms`` the highest
+    degree in rho of the series (kernel and partials) at these particles (|w| up to ``max_norm``).  The
+    step: one two-timescale step at ``step_M`` particles on sigmoid (as :func:`meanfield_scaling`: the
+    run's time over 2 field evaluations), by the series and by quadrature (``quad_order`` = the default),
+    and by the series at M.  Timings are wall times on a possibly shared machine: best of ``repeats``.
+    """
+    out = {"M": M, "d": d, "k": k, "threads": torch.get_num_threads(),
+           "erf_pairs_per_s": _pass_rate(device, "erf", M, d, k, None, repeats)}
+    gen = torch.Generator().manual_seed(0)
+    sq = (torch.randn(M, d, generator=gen, dtype=torch.float64) / math.sqrt(d)).square().sum(-1)  # (M,), as above
+    for name in HERMITE:
+        small = quad_Ms[name]
+        tables = HermiteTables(name, sq, sq, [(0, 0), (2, 0), (1, 1)], shared=True)
+        series = _pass_rate(device, name, M, d, k, None, repeats)
+        out[name] = {"pairs_per_s": series, "small_M": small,
+                     "small_M_pairs_per_s": _pass_rate(device, name, small, d, k, None, repeats),
+                     "quad_order": DEFAULT_ORDER[name],
+                     "quad_pairs_per_s": _pass_rate(device, name, small, d, k, DEFAULT_ORDER[name], 1),
+                     "max_norm": float(sq.max().sqrt()), "terms": max(tables.degree(*s) for s in tables.terms)}
+        out[name]["speedup"] = series / out[name]["quad_pairs_per_s"]
+
+    def step(M_: int, quad_order: int | None, reps: int) -> float:
+        cfg = _config(M_, 1, "sigmoid", d, k, quad_order)
+        return best_time(lambda: simulate(cfg, device=device), device, repeats=reps) / 2
+
+    out["sigmoid_step_s"] = {"M": step_M, "series": step(step_M, None, repeats),
+                             "quadrature": step(step_M, DEFAULT_ORDER["sigmoid"], 1),
+                             f"series_at_{M}": step(M, None, 1)}
+    return out
+
+
 # Child process of :func:`step_peak_memory`: one fresh interpreter, one step, prints a JSON line.
 _CHILD = r"""
 import json, sys
@@ -257,5 +322,5 @@ def kernel_vs_monte_carlo(device: torch.device, M: int = 256, d: int = 20, targe
 
 #: This paper's sections of ``verify bench`` (name -> function of the device), in order.
 SECTIONS = {"kernel_vs_monte_carlo": kernel_vs_monte_carlo, "meanfield_scaling": meanfield_scaling,
-            "meanfield_routes": meanfield_routes, "meanfield_vs_monte_carlo": meanfield_vs_monte_carlo,
-            "meanfield_memory": meanfield_memory}
+            "meanfield_routes": meanfield_routes, "series_kernel_rates": series_kernel_rates,
+            "meanfield_vs_monte_carlo": meanfield_vs_monte_carlo, "meanfield_memory": meanfield_memory}

@@ -63,7 +63,7 @@ def _series(traj: MeanFieldTrajectory, key: str = "loss", i: int = 0) -> list[fl
 def _monotone_sweep(budget: str) -> list[dict]:
     seeds, M = ([0, 1], 20) if budget == "quick" else (list(range(6)), 60)
     return [dict(activation=act, k=3, d=6, M=M, lr=h, steps=int(round(2.0 / h)), log_every=1, seed_offsets=seeds)
-            for act in ("erf", "probit", "relu") for h in (0.01, 0.005)]
+            for act in ("erf", "probit", "relu", "sigmoid") for h in (0.01, 0.005)]
 
 
 def _measure_monotone(configs, ctx) -> list[dict]:
@@ -128,10 +128,11 @@ MONOTONE = register(Claim(
     measure=_measure_monotone, judge=_judge_monotone,
     design=needs_distinct("lr", 2, "the Richardson extrapolation in h"),
     params={"dissipation_factor": 1.0},
-    resolution=Resolution("dissipation_factor", "relative", 0.004,
-                          "constant: the factor of int |grad V|^2 in dL/dt, +- 0.4%: a change is seen once it exceeds "
-                          "the Euler defect at the finer step (the smallest |e(h/2)| over the quick sweep is 1.8e-3), "
-                          "which the Richardson test cannot tell from discretisation"),
+    resolution=Resolution("dissipation_factor", "relative", 0.002,
+                          "constant: the factor of int |grad V|^2 in dL/dt, +- 0.2%: a change is seen once it exceeds "
+                          "the Euler defect at the finer step (the smallest |e(h/2)| over the quick sweep is 1.2e-3, "
+                          "sigmoid), which the Richardson test cannot tell from discretisation; a change of a third of "
+                          "that defect already moves the test's ratio to ~1, so 0.1 step must stay below it"),
 ))
 
 
@@ -462,10 +463,15 @@ NOISE_ESCAPE = register(Claim(
 # ---------------------------------------------------------------------------------------------------
 # generic initialisations reach L ~ 0
 # ---------------------------------------------------------------------------------------------------
+#: Steps of the generic-initialisation runs (lr 0.2): sigmoid's loss keeps falling but more slowly (quick sweep,
+#: worst L_T / L_0 measured 1.3e-2 at t = 80, 7.3e-3 at t = 160), so its runs are twice as long.
+_FRACTION_STEPS = {"erf": 400, "probit": 400, "relu": 400, "sigmoid": 800}
+
+
 def _fraction_sweep(budget: str) -> list[dict]:
     seeds, M = (list(range(4)), 20) if budget == "quick" else (list(range(32)), 100)
-    return [dict(activation=act, k=3, d=6, M=M, lr=0.2, steps=400, log_every=10, seed_offsets=seeds)
-            for act in ("erf", "probit", "relu")]
+    return [dict(activation=act, k=3, d=6, M=M, lr=0.2, steps=steps, log_every=10, seed_offsets=seeds)
+            for act, steps in _FRACTION_STEPS.items()]
 
 
 def _measure_fraction(configs, ctx) -> list[dict]:
@@ -502,7 +508,8 @@ def _judge_fraction(configs, rows, params, ctx) -> Outcome:
     evidence["fraction_reaching"] = fraction
     worst = max(run["loss"][-1] / run["loss"][0] for row in rows for run in row["runs"])
     tracked = {"fraction": fraction, "worst_L_T_over_L_0": worst}
-    summary = f"{len(reached)}/{n} seeds reach L <= {params['target']:g} L_0 by t = {rows[0]['time'][-1]:g}"
+    horizons = "/".join(dict.fromkeys(f"{row['time'][-1]:g}" for row in rows))
+    summary = f"{len(reached)}/{n} seeds reach L <= {params['target']:g} L_0 by t = {horizons}"
     counter = lambda item: {"run": item[0], "config": item[1], "label": item[0], "L_0": item[2]["loss"][0],
                             "L_T": item[2]["loss"][-1]}
     if params["outcome"] == "stalls":

@@ -27,6 +27,7 @@ from theory.landscape.objective import ParticleMeasure
 from theory.errors import InputError
 from verify import argtypes
 from theory.landscape.gaussian import CLOSED_FORM, DEFAULT_ORDER, DEFAULT_TILE
+from theory.landscape.hermite import HERMITE, table_floats
 from sims.seeds import successor
 from verify import atomic, limits
 from verify.claims.landscape.evaluate import load_particles
@@ -87,17 +88,20 @@ def working_floats(cfg: MeanFieldConfig, C: int, M_o: int) -> int:
 
     The particle state and its copies, STATE_COPIES x (C, M + M_o, k + d); one kernel tile with its
     temporaries, TILE_COPIES x (C, t1, t2) times the quadrature nodes (order^2 / 2, the bound
-    :func:`sims.landscape.kernels.tile_side` uses) for sigmoid/tanh; and the precomputed counter keys of
+    :func:`sims.landscape.kernels.tile_side` uses) for sigmoid/tanh with a quadrature order, or their Hermite
+    tables (:func:`theory.landscape.hermite.table_floats`) without one; and the precomputed counter keys of
     birth-death (C, steps) and noise (C, steps, 2). No formula: memory policy (refuse
     sizes that would exhaust memory before allocating).
     """
     name, M = cfg.activation, cfg.M
     side = tile_side(name, C, DEFAULT_TILE, cfg.quad_order)
+    series = name in HERMITE and cfg.quad_order is None
     order = DEFAULT_ORDER.get(name, 1) if cfg.quad_order is None else cfg.quad_order
-    nodes = 1 if name in CLOSED_FORM else max(1, order * order // 2)
+    nodes = 1 if name in CLOSED_FORM or series else max(1, order * order // 2)
     tile = C * min(M, side) * min(M + M_o, side) * nodes  # (C, t1, t2, nodes)
     keys = C * cfg.steps * ((cfg.birth_death > 0) + 2 * (cfg.noise > 0 and cfg.noise_threshold > 0))
-    return STATE_COPIES * C * (M + M_o) * (cfg.k + cfg.d) + TILE_COPIES * tile + keys
+    tables = table_floats(C, M, M + M_o) if series else 0
+    return STATE_COPIES * C * (M + M_o) * (cfg.k + cfg.d) + TILE_COPIES * tile + keys + tables
 
 
 def run_floats(cfg: MeanFieldConfig, C: int, M_o: int) -> int:
@@ -279,7 +283,7 @@ def add_arguments(parser) -> None:
                              ("--noise", float, "noise injection scale (0 = off)"),
                              ("--noise-threshold", float, "inject noise while mean |grad V|^2 < this (inf: always)"),
                              ("--label-noise", float, "label noise variance s^2"),
-                             ("--quad-order", int, "Gauss-Hermite order for sigmoid/tanh")):
+                             ("--quad-order", int, "force 2-D Gauss-Hermite quadrature of this order for sigmoid/tanh (default: their Hermite series)")):
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--teacher", default=None, help="orthonormal, random, or FILE.npz with a (M_o x k), w (M_o x d)")
     start = parser.add_mutually_exclusive_group()

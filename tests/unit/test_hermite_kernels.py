@@ -288,4 +288,8 @@ def test_series_kernel_rates_fields():
         entry = out[name]
         assert entry["quad_order"] == G.DEFAULT_ORDER[name] and entry["terms"] >= 1
         assert entry["speedup"] == pytest.approx(entry["pairs_per_s"] / entry["quad_pairs_per_s"])
+        assert entry["bound"] in ("compute", "memory") and entry["bytes_per_unit"] == pytest.approx(
+            32 / 3 * entry["flops_per_unit"])  # 3 FLOPs and 32 bytes per Horner step
+        assert entry["fraction_of_limit"] == pytest.approx(
+            entry["pairs_per_s"] / min(entry["compute_limit"], entry["memory_limit"]))
     assert set(out["sigmoid_step_s"]) == {"M", "series", "quadrature", "series_at_16"}

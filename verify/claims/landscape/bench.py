@@ -33,7 +33,7 @@ from verify.timing import best_time, fit_exponent, peak_memory, sync
 
 __all__ = ["DEFAULT_MS", "QUAD_MS", "SECTIONS", "kernel_vs_monte_carlo", "meanfield_scaling", "meanfield_routes",
            "meanfield_memory", "pair_cost", "mirrored_fraction", "pair_roofline", "series_kernel_rates",
-           "step_peak_memory"]
+           "series_roofline", "step_peak_memory"]
 
 #: Particle counts of the ``verify bench`` sweep (a few tens of seconds in total on one CPU thread).
 DEFAULT_MS: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
@@ -172,6 +172,27 @@ def meanfield_routes(device: torch.device, M: int = 2000, *, d: int = 20, k: int
             **pair_roofline(device, pairs / fused, M, d, k, 2 * k)}
 
 
+def series_roofline(device: torch.device, pairs_per_s: float, tables: HermiteTables, M: int, d: int, k: int,
+                    tile: int = DEFAULT_TILE) -> dict:
+    """:func:`verify.bench_limits.roofline` of a Hermite-series pass (:func:`_pass_rate`): kernel means and gradient.
+
+    Counted on the code (:func:`theory.landscape.hermite._horner`): a series of m terms costs, per tile
+    element, m Horner steps ``P.mul_(x).addcmul_(F, G)`` = 3 FLOPs and two 16-byte passes over P (32 B).
+    The kernel pass evaluates series (0, 0), the gradient pass (2, 0) and (1, 1), and (0, 2) on mirrored
+    tiles; a mirrored tile element serves two pairs (:func:`mirrored_fraction`). The rest of a tile (Gram
+    entries, rho, contractions: O(d + k) per element) is left out, so the limits are upper bounds. The tile
+    stays in cache, so the memory limit is a copy of one tile's size (cache-resident), not a large copy;
+    compute is the Gram-tile matmul's FLOP rate.
+    """
+    t = min(tile, M)
+    mirrored = mirrored_fraction(M, k, tile)
+    per_element = sum(tables.terms[s] for s in ((0, 0), (2, 0), (1, 1)))  # terms per tile element
+    terms = per_element * (1 - mirrored / 2) + tables.terms[(0, 2)] * mirrored / 2  # per pair
+    mm, bw = matmul_rate(device, 1, t, d, t), copy_bandwidth(device, max(1, (t * t * 8) >> 20))
+    return {"matmul_gflops": mm / 1e9, "tile_copy_gbs": bw / 1e9,
+            **roofline(pairs_per_s, 3.0 * terms, 32.0 * terms, mm, bw)}
+
+
 def _pass_rate(device: torch.device, name: str, M: int, d: int, k: int, order: int | None, repeats: int) -> float:
     """Pairs per second of one kernel pass of a mean-field step: the kernel means and their gradient
     (:func:`sims.landscape.kernels.kernel_means`, :func:`~sims.landscape.kernels.kernel_means_and_grad`) of M
@@ -210,13 +231,14 @@ def series_kernel_rates(device: torch.device, M: int = 2000, *, d: int = 20, k: 
     sq = (torch.randn(M, d, generator=gen, dtype=torch.float64) / math.sqrt(d)).square().sum(-1)  # (M,), as above
     for name in HERMITE:
         small = quad_Ms[name]
-        tables = HermiteTables(name, sq, sq, [(0, 0), (2, 0), (1, 1)], shared=True)
+        tables = HermiteTables(name, sq, sq, [(0, 0), (2, 0), (1, 1), (0, 2)], shared=True)
         series = _pass_rate(device, name, M, d, k, None, repeats)
         out[name] = {"pairs_per_s": series, "small_M": small,
                      "small_M_pairs_per_s": _pass_rate(device, name, small, d, k, None, repeats),
                      "quad_order": DEFAULT_ORDER[name],
                      "quad_pairs_per_s": _pass_rate(device, name, small, d, k, DEFAULT_ORDER[name], 1),
-                     "max_norm": float(sq.max().sqrt()), "terms": max(tables.degree(*s) for s in tables.terms)}
+                     "max_norm": float(sq.max().sqrt()), "terms": max(tables.degree(*s) for s in tables.terms),
+                     **series_roofline(device, series, tables, M, d, k)}
         out[name]["speedup"] = series / out[name]["quad_pairs_per_s"]
 
     def step(M_: int, quad_order: int | None, reps: int) -> float:

@@ -90,8 +90,11 @@ def test_batched_equals_one_by_one(cfg, seeds, rate, noise):
     Not bitwise: MKL's batched matmul may round a batch slice differently from a lone matrix (its
     results depend on memory alignment), ~1 ulp, which the landscape amplifies by cond(S_mm). The
     scale of a field is max|x|, plus 1/2 tr S_oo for L and mean |grad V|^2, which are differences of
-    terms of that size (L = 1/2 tr S_oo - 1/2 tr(S_om B)). Measured over 60 random cases: at most
-    5.3 eps cond scale; we allow 64 eps cond scale. Event counts must match exactly."""
+    terms of that size (L = 1/2 tr S_oo - 1/2 tr(S_om B)). Each step adds its own rounding, ~eps
+    cond_t scale, and carries the earlier ones along, so the bound sums cond_t over the logged steps
+    (every step is logged). Measured: at most 5.3 eps max_t cond_t scale over 60 random cases, but
+    1.13 x 64 eps max_t cond_t scale in a nightly case whose cond grew to ~1e10 within six steps (the
+    errors of the steps add up); we allow 64 eps sum_t cond_t scale. Event counts must match exactly."""
     cfgs = [dataclasses.replace(cfg, seed=s, birth_death=rate * (i % 2), noise=noise,
                                 noise_threshold=math.inf if i == 0 else 0.0) for i, s in enumerate(seeds)]
     batched = simulate(cfgs)
@@ -99,7 +102,7 @@ def test_batched_equals_one_by_one(cfg, seeds, rate, noise):
         single = simulate(c)
         assert torch.equal(batched.failed_at[i], single.failed_at[0])
         alive = int(single.failed_at[0]) == -1
-        cond = float(single.cond[0].max()) if alive else 1.0
+        cond = float(single.cond[0].sum()) if alive else 1.0  # sum over the steps: each adds its rounding
         half_trace = 0.5 * _s_oo_trace(c)
         for name in ("loss", "grad_sq", "a", "w"):
             x, y = getattr(batched, name)[i], getattr(single, name)[0]

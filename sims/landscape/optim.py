@@ -44,6 +44,10 @@ class WOptimizerState:
     def zeros(cls, W: Tensor) -> "WOptimizerState":
         return cls(torch.zeros_like(W), torch.zeros_like(W))
 
+    def select(self, keep: Tensor) -> "WOptimizerState":
+        """The state of the configs where ``keep`` (C,) is True (the step count is shared)."""
+        return WOptimizerState(self.m[keep], self.v[keep], self.steps)
+
 
 def w_step(kinds: Tensor, W: Tensor, grad: Tensor, W_star: Tensor, rate: Tensor, state: WOptimizerState) -> Tensor:
     """One step of each config's W optimiser.

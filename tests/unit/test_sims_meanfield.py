@@ -537,6 +537,52 @@ def test_divergence_mid_run_is_caught_without_host_syncs():
     torch.testing.assert_close(traj.loss[1], alone.loss[0], rtol=0, atol=ROUNDOFF)
 
 
+@pytest.mark.parametrize("C, M", [(1, 4000), (20, 500), (32, 100), (1000, 500), (20, 10)])
+def test_batch_tile_keeps_cpu_tiles_within_budget(C, M):
+    from sims.landscape.flow import CPU_TILE_FLOATS, MIN_CPU_TILE, batch_tile
+
+    cpu = torch.device("cpu")
+    side = batch_tile(512, C, M, cpu)
+    assert side <= 512 and batch_tile(512, C, M, torch.device("meta")) == 512 and batch_tile(7, C, M, cpu) == 7
+    if side < min(512, M):  # the budget binds: equal blocks within it (or the smallest side)
+        assert C * side * side <= max(CPU_TILE_FLOATS, C * MIN_CPU_TILE ** 2)
+        blocks = -(-M // side)
+        assert blocks * side - M < blocks  # equal blocks, the last one short by less than one per block
+    else:
+        assert side == 512 and C * min(M, 512) ** 2 <= CPU_TILE_FLOATS
+
+
+def test_failed_configs_leave_the_cpu_step_loop(monkeypatch):
+    """On the CPU a failed config is no longer stepped: the field is evaluated for its batch mates only, and
+    the trajectory is the one of stepping it to the end (a lone config is never dropped): NaN logs, lambda_min
+    and cond of its frozen state at every later step, frozen particles; its mates as when run alone."""
+    from sims.landscape import flow
+
+    base = MeanFieldConfig(d=4, k=2, M=8, lr=0.05, steps=12, log_every=1, seed=3)
+    joint = dataclasses.replace(base, dynamics="joint", w_speed=10.0)  # diverges mid-run (test above)
+    other = dataclasses.replace(base, seed=4)
+    sizes, field = [], flow.particle_field
+    monkeypatch.setattr(flow, "particle_field", lambda name, a, *rest, **kw: sizes.append(a.shape[0])
+                        or field(name, a, *rest, **kw))
+    traj = simulate([base, joint, other])
+    f = int(traj.failed_at[1])
+    assert 0 < f < 12 and sizes == [3] * (f + 1) + [2] * (12 - f)
+    monkeypatch.undo()
+    stepped = simulate(joint)  # alone: stepped to the end
+    assert int(stepped.failed_at[0]) == f
+    for name in ("loss", "loss_tf", "lambda_min", "cond", "s_mu_eig", "saddle", "grad_sq", "W", "a", "w"):
+        x, y = getattr(traj, name)[1], getattr(stepped, name)[0]
+        assert torch.equal(torch.isnan(x), torch.isnan(y)), name
+        bound = 64 * EPS * float(stepped.cond[0, :f].max()) * float(y.nan_to_num(0.0).abs().max())
+        torch.testing.assert_close(x, y, rtol=0, atol=bound, equal_nan=True, msg=name)  # batch mates round alike
+    for name in ("lambda_min", "cond"):  # the frozen state's, copied to every later step
+        x = getattr(traj, name)[1]
+        torch.testing.assert_close(x[f:], x[f].expand(13 - f), rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(traj.events[1], stepped.events[0]) and torch.equal(traj.noise_steps[1], stepped.noise_steps[0])
+    for i, cfg in ((0, base), (2, other)):
+        torch.testing.assert_close(traj.loss[i], simulate(cfg).loss[0], rtol=0, atol=ROUNDOFF)
+
+
 def test_trajectory_round_trip_and_select():
     traj = simulate([_cfg(seed=s, steps=3) for s in range(2)])
     back = MeanFieldTrajectory.from_arrays(traj.to_arrays())

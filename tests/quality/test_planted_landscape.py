@@ -51,7 +51,7 @@ def test_attention_verdict_names_the_optimiser_it_depends_on():
     assert "depends on the W optimiser" in outcome.summary
     assert "natural gradient" in outcome.summary.split("does not with")[0]
     assert not outcome.counterexample["alternative"].startswith("natural")
-    assert outcome.evidence["seed+0: GD (W_0 = 0)"]["gap_minus_offset_at_fastest"] > 10 * outcome.tracked[
+    assert outcome.evidence["seed+0: GD (W_0 = 0)"]["gap_minus_offset_at_largest"] > 10 * outcome.tracked[
         "smallest seed spread"]
     assert outcome.tracked["tracks: natural gradient (W_0 = 0)"] == 1.0
     assert outcome.tracked["tracks: GD (W_0 = 0)"] == 0.0

@@ -23,7 +23,7 @@ from verify import limits
 from verify.claims.softmax.simulate import softmax_floats
 from verify.verdicts import Outcome, Verdict
 
-__all__ = ["PAPER", "DOCS", "BASE_ASSUMPTIONS", "fits_memory", "floats_needed", "balanced",
+__all__ = ["PAPER", "DOCS", "BASE_ASSUMPTIONS", "dim", "fits_memory", "floats_needed", "balanced",
            "dominant", "sim_config", "run_sims", "target_attn", "query_loss", "crossing_steps", "log_every_for",
            "slope_outcome", "panel_indices", "is_balanced", "is_dominant",
            "has_other_offtarget", "closed_form_time", "probabilities", "curve"]
@@ -33,17 +33,23 @@ DOCS = "docs/softmax_dynamics.md"  # where the derivations behind the claims are
 MAX_LOG_POINTS = 2000  # logged points per trajectory: keeps (C, T, K, K) buffers small at K = 128
 
 
+def dim(cfg: Mapping) -> int:
+    """The embedding dimension d of a config dict (``sims.softmax.config.embedding_dim``: d defaults to K)."""
+    return int(embedding_dim(int(cfg["K"]), cfg.get("d")))
+
+
 def _p_sums_to_one(cfg) -> bool:
     p = probabilities(cfg)
     return len(p) == int(cfg["K"]) and abs(sum(p) - 1.0) <= 1e-9 and min(p) >= 0
 
 
 def floats_needed(cfg: Mapping) -> int:
-    """Upper estimate of the float64 values one simulated config allocates (:func:`verify.claims.softmax.simulate.softmax_floats`)."""
+    """Upper estimate of the float64 values one simulated config allocates
+    (:func:`verify.claims.softmax.simulate.softmax_floats`)."""
     K, steps, N = int(cfg["K"]), int(cfg["steps"]), cfg.get("N")
     support = sum(float(v) > 0 for v in cfg["p"]) if "p" in cfg else K  # dominant c < 1: every feature
     return softmax_floats(K, None if N is None else int(N), steps, int(cfg.get("log_every") or log_every_for(steps)),
-                          support=support, full=cfg.get("model", "reduced") == "full", d=int(embedding_dim(K, cfg.get("d"))),
+                          support=support, full=cfg.get("model", "reduced") == "full", d=dim(cfg),
                           batch=int(cfg.get("batch", 512)))
 
 
@@ -56,7 +62,7 @@ def fits_memory(floats: Callable[[Mapping], int]) -> Assumption:
 
 BASE_ASSUMPTIONS = (
     Assumption("K >= 2", lambda c: int(c["K"]) >= 2),
-    Assumption("K <= d (orthonormal features)", lambda c: int(c["K"]) <= int(embedding_dim(c["K"], c.get("d")))),
+    Assumption("K <= d (orthonormal features)", lambda c: int(c["K"]) <= dim(c)),
     Assumption("eta > 0", lambda c: float(c["eta"]) > 0 and math.isfinite(float(c["eta"]))),
     Assumption("N >= 1 or N = infinity", lambda c: c.get("N") is None or int(c["N"]) >= 1),
     Assumption("steps >= 1", lambda c: int(c["steps"]) >= 1),
@@ -99,7 +105,7 @@ def log_every_for(steps: int) -> int:
 def sim_config(cfg: Mapping, ctx: RunContext, steps: int | None = None) -> SoftmaxConfig:
     """The simulator config for a claim config dict; the run seed plus the config's ``seed_offset``."""
     steps = int(steps if steps is not None else cfg["steps"])
-    return SoftmaxConfig(K=int(cfg["K"]), d=int(embedding_dim(cfg["K"], cfg.get("d"))), p=probabilities(cfg),
+    return SoftmaxConfig(K=int(cfg["K"]), d=dim(cfg), p=probabilities(cfg),
                          eta=float(cfg["eta"]), steps=steps, N=cfg.get("N"),
                          seed=derive(ctx.seed, int(cfg.get("seed_offset", 0))), batch=int(cfg.get("batch", 512)),
                          log_every=int(cfg.get("log_every") or log_every_for(steps)))
@@ -114,7 +120,7 @@ def _runs_alone(cfg: Mapping) -> bool:
     change a number)."""
     if cfg.get("model", "reduced") != "full":
         return False
-    sim = SoftmaxConfig(K=int(cfg["K"]), d=int(embedding_dim(cfg["K"], cfg.get("d"))), p=probabilities(cfg), N=cfg.get("N"))
+    sim = SoftmaxConfig(K=int(cfg["K"]), d=dim(cfg), p=probabilities(cfg), N=cfg.get("N"))
     return expectation_method(sim) == "exact" and count_vector_number(int(cfg["N"]), int(cfg["K"])) > ALONE_ABOVE
 
 
@@ -127,7 +133,7 @@ def run_sims(configs: Sequence[Mapping], ctx: RunContext) -> list["One"]:
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         key = (cfg.get("model", "reduced"), cfg.get("N"), int(cfg["steps"]), cfg.get("log_every"),
-               cfg.get("batch", 512), int(embedding_dim(cfg["K"], cfg.get("d"))) if cfg.get("model") == "full" else 0,
+               cfg.get("batch", 512), dim(cfg) if cfg.get("model") == "full" else 0,
                i if _runs_alone(cfg) else None)
         groups.setdefault(key, []).append(i)
     out: list[Any] = [None] * len(configs)

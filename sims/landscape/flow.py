@@ -37,7 +37,7 @@ from sims.landscape.config import (
 )
 from sims.landscape.finite_n import finite_n_estimate, finite_n_loss, finite_n_losses
 from sims.landscape.init import make_student, make_teacher, perturb, saddle_escape_rate, strict_saddle
-from sims.landscape.kernels import kernel_means, kernel_means_and_grad
+from sims.landscape.kernels import kernel_means, kernel_means_and_grad, step_tiles
 from sims.landscape.objective import (
     BatchLandscape, batch_landscape, batched_grad_W, batched_loss_tf, symmetric_eigvals,
     variation_coefficients,
@@ -174,7 +174,8 @@ def teacher_covariance(name: str, ta: Tensor, tw: Tensor, *, tile: int = DEFAULT
 
 
 def landscape(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, S_oo: Tensor | None = None,
-              tile: int = DEFAULT_TILE, order: int | None = None) -> tuple[BatchLandscape, Tensor, Tensor]:
+              tile: int = DEFAULT_TILE, order: int | None = None,
+              tiles=None) -> tuple[BatchLandscape, Tensor, Tensor]:
     """Landscape of C uniform student measures against C uniform teachers, and the kernel means.
 
     One tiled kernel pass over the sources (w_j, w°_l) gives c_m(w_i) = (1/M) sum_j a_j K(w_i, w_j) and
@@ -189,6 +190,8 @@ def landscape(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, S_oo: 
         (C, M_o, k_o), (C, M_o, d) teacher particles.
     S_oo : Tensor, optional
         (C, k_o, k_o) teacher covariance if already known (:func:`teacher_covariance`).
+    tiles : optional
+        :func:`sims.landscape.kernels.step_tiles` of w against (w, w°), shared with the gradient pass.
 
     Returns
     -------
@@ -202,7 +205,7 @@ def landscape(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, S_oo: 
     src = torch.cat([w, tw], 1)  # (C, M + M_o, d)
     coef = torch.cat([torch.cat([a / M, a.new_zeros(C, M, k_o)], 2),
                       torch.cat([a.new_zeros(C, M_o, k), ta / M_o], 2)], 1)  # (C, M + M_o, k + k_o)
-    means = kernel_means(name, w, src, coef, tile=tile, order=order, shared=True)  # (C, M, k + k_o)
+    means = kernel_means(name, w, src, coef, tile=tile, order=order, shared=True, tiles=tiles)  # (C, M, k + k_o)
     c_m, c_o = means[..., :k], means[..., k:]  # (C, M, k), (C, M, k_o)
     return batch_landscape(a, c_m, c_o, S_oo), c_m, c_o
 
@@ -251,7 +254,9 @@ def particle_field(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, W
     -------
     ParticleField
     """
-    land, c_m, c_o = landscape(name, a, w, ta, tw, S_oo=S_oo, tile=tile, order=order)
+    src = torch.cat([w, tw], 1)  # (C, M + M_o, d)
+    tiles = step_tiles(name, w, src, tile=tile, order=order, shared=True)  # both kernel passes of the step
+    land, c_m, c_o = landscape(name, a, w, ta, tw, S_oo=S_oo, tile=tile, order=order, tiles=tiles)
     M, M_o = a.shape[1], ta.shape[1]
     G_mm, G_mo = variation_coefficients(land)  # (C, k, k), (C, k, k_o)
     W_use = land.W_star
@@ -263,9 +268,9 @@ def particle_field(name: str, a: Tensor, w: Tensor, ta: Tensor, tw: Tensor, *, W
         W_use = torch.where(use[:, None, None], W, land.W_star)  # (C, k, k)
     g = 2.0 * c_m @ G_mm.mT + c_o @ G_mo.mT  # (C, M, k) = grad_a V
     V = (a * g).sum(-1)  # (C, M)
-    src = torch.cat([w, tw], 1)  # (C, M + M_o, d)
     coef = torch.cat([a @ (2.0 * G_mm).mT / M, ta @ G_mo.mT / M_o], 1)  # (C, M + M_o, k)
-    grad_w = kernel_means_and_grad(name, w, a, src, coef, tile=tile, order=order, shared=True)  # (C, M, d)
+    grad_w = kernel_means_and_grad(name, w, a, src, coef, tile=tile, order=order, shared=True,
+                                   tiles=tiles)  # (C, M, d)
     grad_sq = ((g * g).sum(-1) + (grad_w * grad_w).sum(-1)).mean(-1)  # (C,)
     return ParticleField(land, W_use, V, g, grad_w, grad_sq)
 

@@ -44,7 +44,7 @@ from theory.landscape.gaussian import (
 from theory.landscape.hermite import HERMITE, HermiteTables, SeriesPartials
 
 __all__ = ["KERNEL_ROUTES", "QUAD_TILE_BUDGET", "batched_pair_kernel", "kernel_route", "tile_side",
-           "kernel_means", "kernel_means_and_grad"]
+           "kernel_means", "kernel_means_and_grad", "step_tiles"]
 
 #: Quadrature temporaries of one tile are capped at this many floats (C * t1 * t2 * nodes).
 QUAD_TILE_BUDGET = 1 << 22
@@ -162,12 +162,12 @@ class _FusedTiles:
 class _SeriesTiles(_FusedTiles):
     """:class:`_FusedTiles` evaluated by the Hermite series: the per-particle coefficients of the
     evaluation points and the sources, and the number of terms, are fixed here once per call
-    (:class:`theory.landscape.hermite.HermiteTables`) for the kernel (``grad`` False) or for its partials
-    (dK/dS22 too when tiles are mirrored)."""
+    (:class:`theory.landscape.hermite.HermiteTables`) for the kernel (``kernel``), for its partials
+    (``grad``; dK/dS22 too when tiles are mirrored), or for both."""
 
-    def __init__(self, name: str, w_eval: Tensor, w_src: Tensor, side: int, shared: bool, grad: bool):
+    def __init__(self, name: str, w_eval: Tensor, w_src: Tensor, side: int, shared: bool, kernel: bool, grad: bool):
         super().__init__(name, w_eval, w_src, side, shared)
-        series = [(2, 0), (1, 1)] + ([(0, 2)] if shared else []) if grad else [(0, 0)]
+        series = ([(0, 0)] if kernel else []) + ([(2, 0), (1, 1)] + ([(0, 2)] if shared else []) if grad else [])
         self.tables = HermiteTables(name, self.sq[..., 0], self.src_sq[:, 0], series, shared=shared)
 
     def kernel(self, i: tuple[int, int], j: tuple[int, int]) -> Tensor:
@@ -177,20 +177,35 @@ class _SeriesTiles(_FusedTiles):
         return self.tables.partials(self.gram(i, j)[2], slice(*i), slice(*j), d22=mirror)
 
 
-def _fused_tiles(name: str, w_eval: Tensor, w_src: Tensor, side: int, shared: bool, grad: bool) -> _FusedTiles:
+def _fused_tiles(name: str, w_eval: Tensor, w_src: Tensor, side: int, shared: bool, kernel: bool,
+                 grad: bool) -> _FusedTiles:
     if name in CLOSED_FORM:
         return _FusedTiles(name, w_eval, w_src, side, shared)
-    return _SeriesTiles(name, w_eval, w_src, side, shared, grad)
+    return _SeriesTiles(name, w_eval, w_src, side, shared, kernel, grad)
+
+
+def step_tiles(name: str, w_eval: Tensor, w_src: Tensor, *, tile: int = DEFAULT_TILE, order: int | None = None,
+               shared: bool = False) -> _FusedTiles | None:
+    """The tiles of one (evaluation points, sources) pair for both passes of a step: :func:`kernel_means`, then
+    :func:`kernel_means_and_grad` at the same points and sources (their ``tiles=``). On the Hermite series the
+    per-particle tables of the kernel and of its partials are then built once (one table, one certificate
+    covering all four series) instead of once per pass. None on the autograd route (nothing to share).
+    No formula: a reuse of the same per-call preparation."""
+    if not _fused(name, order):
+        return None
+    side = tile_side(name, w_eval.shape[0], tile, order)
+    return _fused_tiles(name, w_eval.detach(), w_src.detach(), side, shared, kernel=True, grad=True)
 
 
 def kernel_means(name: str, w_eval: Tensor, w_src: Tensor, coef: Tensor, *, tile: int = DEFAULT_TILE,
-                 order: int | None = None, shared: bool = False) -> Tensor:
+                 order: int | None = None, shared: bool = False, tiles: _FusedTiles | None = None) -> Tensor:
     """out[c, i] = sum_j K(w_eval[c, i], w_src[c, j]) coef[c, j], tiled, without gradients.
 
     With ``coef = a / M`` this is the kernel mean c_m(w) = E[sigma(w.x) h_mu(x)] (docs/attention_landscape.md §4).
     ``shared``: the first P sources are the P evaluation points themselves (the caller's promise, e.g.
     sources (w, w°) evaluated at w); the fused route then evaluates each symmetric pair of tiles once
-    (K(w, w') = K(w', w)). Provenance: derived (a reordering of a sum).
+    (K(w, w') = K(w', w)). ``tiles``: :func:`step_tiles` of these points and sources, when the gradient
+    pass follows. Provenance: derived (a reordering of a sum).
 
     Parameters
     ----------
@@ -214,7 +229,8 @@ def kernel_means(name: str, w_eval: Tensor, w_src: Tensor, coef: Tensor, *, tile
                     K = batched_pair_kernel(name, w_eval[:, i:i + side], w_src[:, j:j + side], order)  # (C, t1, t2)
                     out[:, i:i + side] += K @ coef[:, j:j + side]  # (C, t1, m)
             return out
-        tiles = _fused_tiles(name, w_eval, w_src, side, shared, grad=False)
+        if tiles is None:
+            tiles = _fused_tiles(name, w_eval, w_src, side, shared, kernel=True, grad=False)
         coefT = coef.mT.contiguous()  # (C, m, Q)
         outT = coef.new_zeros(C, coef.shape[-1], P)  # (C, m, P): coef^T K^T is the faster product
         for (i0, i1), (j0, j1), mirror in tiles.pairs():
@@ -226,7 +242,8 @@ def kernel_means(name: str, w_eval: Tensor, w_src: Tensor, coef: Tensor, *, tile
 
 
 def kernel_means_and_grad(name: str, w_eval: Tensor, a_eval: Tensor, w_src: Tensor, coef: Tensor, *,
-                          tile: int = DEFAULT_TILE, order: int | None = None, shared: bool = False) -> Tensor:
+                          tile: int = DEFAULT_TILE, order: int | None = None, shared: bool = False,
+                          tiles: _FusedTiles | None = None) -> Tensor:
     """grad_{w_i} of a_i . g(w_i), g(w) = sum_j K(w, w_src[c, j]) coef[c, j], at w = w_eval[c, i].
 
     Only the first kernel argument is differentiated (the measure is held fixed), which is how the
@@ -240,7 +257,8 @@ def kernel_means_and_grad(name: str, w_eval: Tensor, a_eval: Tensor, w_src: Tens
     with ``shared`` (as in :func:`kernel_means`) a tile of the measure against itself also gives the
     mirrored tile's terms (dK/dS12 is symmetric and dK/dS22 of the tile is dK/dS11 of its transpose;
     beta'_ij = coef_i . a_j). The autograd route (an explicit quadrature order, or :func:`kernel_route`
-    ``("autograd")``) differentiates each tile of ``gram_kernel``. Provenance: derived.
+    ``("autograd")``) differentiates each tile of ``gram_kernel``. ``tiles``: as in :func:`kernel_means`.
+    Provenance: derived.
 
     Parameters
     ----------
@@ -258,8 +276,9 @@ def kernel_means_and_grad(name: str, w_eval: Tensor, a_eval: Tensor, w_src: Tens
     side = tile_side(name, C, tile, order)
     src, coef = w_src.detach(), coef.detach()
     if _fused(name, order):
-        return _fused_grad(_fused_tiles(name, w_eval.detach(), src, side, shared, grad=True), a_eval.detach(),
-                           coef)
+        if tiles is None:
+            tiles = _fused_tiles(name, w_eval.detach(), src, side, shared, kernel=False, grad=True)
+        return _fused_grad(tiles, a_eval.detach(), coef)
     grad = torch.zeros_like(w_eval)  # (C, P, d)
     with torch.enable_grad():
         for i in range(0, P, side):

@@ -22,7 +22,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sims.landscape.kernels import kernel_means, kernel_means_and_grad, kernel_route
+from sims.landscape.kernels import kernel_means, kernel_means_and_grad, kernel_route, step_tiles
 from theory.errors import InputError
 from theory.landscape import gaussian as G
 from theory.landscape import hermite as H
@@ -247,10 +247,10 @@ def _route_inputs(seed=1, C=3, P=9, d=4, k=2):
 @pytest.mark.parametrize("name", H.HERMITE)
 @pytest.mark.parametrize("tile", [1, 4, 512])
 def test_fused_series_route_equals_autograd_route(name, tile):
-    """The fused tile pass (Price partials contracted per tile, coefficients once per call, mirrored tiles)
-    against autograd through each tile of pair_kernel: the routes truncate their series independently, so
-    each partial may differ by 2 SERIES_TOL plus rounding (64 eps per pair term), summed over the sources
-    with |beta_ij| (2 |w_i| + |w'_j|)."""
+    """The fused tile pass (Price partials contracted per tile, coefficients once per call, mirrored tiles;
+    also with one table shared by both passes, ``step_tiles``) against autograd through each tile of
+    pair_kernel: the routes truncate their series independently, so each partial may differ by 2 SERIES_TOL
+    plus rounding (64 eps per pair term), summed over the sources with |beta_ij| (2 |w_i| + |w'_j|)."""
     w, a, src, coef = _route_inputs()
     beta = (a @ coef.mT).abs()  # (C, P, Q)
     bound = (beta * (2 * w.norm(dim=-1)[..., None] + src.norm(dim=-1)[:, None, :])).sum(-1, keepdim=True)
@@ -258,10 +258,11 @@ def test_fused_series_route_equals_autograd_route(name, tile):
     with kernel_route("autograd"):
         ref = kernel_means_and_grad(name, w, a, src, coef)
         ref_means = kernel_means(name, w, src, coef)
-    for shared in (False, True):
-        grad = kernel_means_and_grad(name, w, a, src, coef, tile=tile, shared=shared)
+    for shared, step in ((False, False), (True, False), (True, True)):
+        tiles = step_tiles(name, w, src, tile=tile, shared=shared) if step else None
+        grad = kernel_means_and_grad(name, w, a, src, coef, tile=tile, shared=shared, tiles=tiles)
         assert bool(((grad - ref).abs() <= tol).all()), float((grad - ref).abs().max())
-        means = kernel_means(name, w, src, coef, tile=tile, shared=shared)
+        means = kernel_means(name, w, src, coef, tile=tile, shared=shared, tiles=tiles)
         tol_m = (2 * H.SERIES_TOL + 64 * EPS) * coef.abs().sum(1, keepdim=True)  # (C, 1, k)
         assert bool(((means - ref_means).abs() <= tol_m).all()), float((means - ref_means).abs().max())
 
@@ -275,6 +276,21 @@ def test_fused_series_route_is_tiling_invariant_and_config_independent():
         torch.testing.assert_close(other, grads[0], rtol=0, atol=1e-14)
     one = kernel_means_and_grad("sigmoid", w[:1], a[:1], src[:1], coef[:1], shared=True)
     torch.testing.assert_close(one, grads[0][:1], rtol=0, atol=1e-13)
+
+
+def test_a_step_builds_one_series_table(monkeypatch):
+    """particle_field evaluates the kernel means and then their gradient at the same points and sources: one
+    HermiteTables serves both passes (its coefficients and certificate are the costly per-call part)."""
+    from sims.landscape.flow import particle_field
+    built = []
+    init = H.HermiteTables.__init__
+    monkeypatch.setattr(H.HermiteTables, "__init__", lambda self, *args, **kw: built.append(args[3]) or
+                        init(self, *args, **kw))
+    w, a, src, _ = _route_inputs()
+    tw, ta = src[:, w.shape[1]:], torch.randn(w.shape[0], 3, 2, dtype=DT)
+    field = particle_field("sigmoid", a, w, ta, tw, S_oo=torch.eye(2, dtype=DT).expand(w.shape[0], 2, 2))
+    assert len(built) == 1 and sorted(built[0]) == [(0, 0), (0, 2), (1, 1), (2, 0)], built
+    assert bool(torch.isfinite(field.grad_w).all())
 
 
 def test_series_kernel_rates_fields():

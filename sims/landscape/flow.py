@@ -19,7 +19,7 @@ into preallocated buffers and no host synchronisation inside the step loop:
   is free, failed configs then leave the step loop (:class:`_Dropped`);
 - tiles: on the CPU the kernel tiles of a large batch shrink so that they stay in cache (:func:`batch_tile`).
 
-The pieces live in ``sims/meanfield_*.py`` and are re-exported here.
+The pieces live in the other modules of ``sims/landscape/`` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -416,7 +416,7 @@ def simulate(configs: Sequence[MeanFieldConfig] | MeanFieldConfig, *, device="cp
             events = events + torch.where(alive, written, 0)
         a = torch.where(alive[:, None, None], a_new, a)
         w = torch.where(alive[:, None, None], w_new, w)
-        if drop is not None and not bool(alive.all()) and bool(alive.any()):  # the last one is never dropped
+        if drop is not None and 0 < int(alive.sum()) < len(alive):  # one read-back; the last one is never dropped
             keep = alive  # (C_left,)
             drop.drop(keep, failed_at, a, w, {"lambda_min": land.lambda_min, "cond": land.cond, "events": events,
                                               "noise_steps": noise_steps})

@@ -102,11 +102,10 @@ def test_tracks_sweep_steps_keep_static_a_flow_and_seed0_ladder_tops_stable(budg
     config the static loss of two seeds never rises beyond rounding, and at seed 0 every W optimiser at the top
     of its ladder keeps S_mm well conditioned (with lr = 0.1 on the full shape seed 0's loss rises by 0.39 in
     one step, and GD from W*, GD from 0 and the natural step fail at their ladder tops within 16 steps)."""
-    from verify.claims.landscape.dynamics import _run_batch
+    from verify.claims.landscape.dynamics import _joint_runs, _run_batch
     cfg = {**TRACKS_STATIC.configs(budget)[0], "steps": 40, "log_every": 1}
     runs = [{"seed_offset": r, "dynamics": "two-timescale"} for r in (0, 1)]
-    runs += [{"seed_offset": 0, "dynamics": "joint", "w_optimizer": opt, "w_init": init,
-              "w_speed": max(steps) / cfg["lr"]} for _, opt, init, steps in ALTERNATIVES]
+    runs += [run for *_, run in _joint_runs(cfg, lambda steps: steps[-1:])]  # every ladder's top, seed 0
     traj = _run_batch(cfg, runs, RunContext(device=torch.device("cpu"), budget=budget))
     for i in (0, 1):
         loss = traj.loss[i].numpy()  # (41,)
